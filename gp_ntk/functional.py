@@ -1,0 +1,282 @@
+r"""Pure-tensor core: the angular functions, input covariances and the layer recursion.
+
+Everything here works on covariance tensors that broadcast against each other:
+
+* full mode: ``var1`` is ``(..., n, 1)``, ``cov`` is ``(..., n, m)``, ``var2`` is ``(..., 1, m)``;
+* diagonal mode: all three are ``(..., n)``.
+
+No function here knows about a particular activation: each layer asks the
+:class:`~gp_ntk.activations.Activation` for its dual kernel
+:math:`\mathbb E[\phi(u)\phi(v)]` and derivative dual :math:`\mathbb E[\phi'(u)\phi'(v)]`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .activations import Activation
+
+__all__ = [
+    "arccos_j",
+    "arccos_j_coefficients",
+    "normalized_correlation",
+    "linear_covariances",
+    "layer_recursion",
+]
+
+
+@lru_cache(maxsize=64)
+def arccos_j_coefficients(order: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    r"""Polynomials :math:`P_n, Q_n` with :math:`J_n(\theta) = P_n(c)(\pi-\theta) + Q_n(c)\sin\theta`.
+
+    Here :math:`c = \cos\theta`. Writing Cho & Saul's
+    :math:`J_n = (-1)^n \sin^{2n+1}\theta\,(\tfrac{1}{\sin\theta}\partial_\theta)^n \tfrac{\pi-\theta}{\sin\theta}`
+    with :math:`\tfrac{1}{\sin\theta}\partial_\theta = -\partial_c` and differentiating once more gives
+
+    .. math::
+        P_{n+1} = (1-c^2)P_n' + (2n+1)c P_n, \qquad Q_{n+1} = P_n + (1-c^2)Q_n' + 2nc Q_n,
+
+    from :math:`P_0 = 1, Q_0 = 0`. Coefficients are returned lowest degree first.
+    """
+    if order < 0:
+        raise ValueError(f"order must be a non-negative integer, got {order}")
+    p: list[float] = [1.0]
+    q: list[float] = [0.0]
+    for n in range(order):
+        p, q = _next_p(p, n), _next_q(p, q, n)
+    return tuple(p), tuple(q)
+
+
+def _poly_derivative(a: list[float]) -> list[float]:
+    return [i * a[i] for i in range(1, len(a))] or [0.0]
+
+
+def _poly_add(*polys: list[float]) -> list[float]:
+    out = [0.0] * max(len(p) for p in polys)
+    for p in polys:
+        for i, v in enumerate(p):
+            out[i] += v
+    return out
+
+
+def _times_one_minus_c2(a: list[float]) -> list[float]:
+    return _poly_add(a, [0.0, 0.0] + [-v for v in a])
+
+
+def _times_c(a: list[float], factor: float) -> list[float]:
+    return [0.0] + [factor * v for v in a]
+
+
+def _next_p(p: list[float], n: int) -> list[float]:
+    return _poly_add(_times_one_minus_c2(_poly_derivative(p)), _times_c(p, 2 * n + 1))
+
+
+def _next_q(p: list[float], q: list[float], n: int) -> list[float]:
+    return _poly_add(p, _times_one_minus_c2(_poly_derivative(q)), _times_c(q, 2 * n))
+
+
+def _horner(coefficients: Sequence[float], c: Tensor) -> Tensor:
+    out = torch.full_like(c, coefficients[-1])
+    for a in reversed(coefficients[:-1]):
+        out = out * c + a
+    return out
+
+
+def _arccos_j_value(c: Tensor, order: int) -> Tensor:
+    p, q = arccos_j_coefficients(order)
+    # pi - arccos(c) == arccos(-c): one call, no cancellation near c = 1.
+    value = _horner(p, c) * torch.arccos(-c)
+    if any(q):
+        value = value + _horner(q, c) * torch.sqrt(torch.clamp(1.0 - c * c, min=0.0))
+    return value
+
+
+def _singular_slope(c: Tensor) -> Tensor:
+    # d(pi - arccos c)/dc = 1/sqrt(1 - c^2) diverges at c = +-1, where the kernel has a cusp
+    # (like the Laplace kernel at zero distance). There we return the symmetric subgradient 0;
+    # the band is a few ulps wide, so gradients off the singular set are untouched.
+    one_minus_c2 = 1.0 - c * c
+    band = 16.0 * torch.finfo(c.dtype).eps
+    safe = torch.where(one_minus_c2 > band, one_minus_c2, torch.ones_like(one_minus_c2))
+    return torch.where(one_minus_c2 > band, torch.rsqrt(safe), torch.zeros_like(safe))
+
+
+class _ArcCosJ(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, c: Tensor, order: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(c)
+        ctx.order = order
+        return _arccos_j_value(c, order)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        (c,) = ctx.saved_tensors
+        n = ctx.order
+        # Price's theorem: dJ_n/dc = n^2 J_{n-1}; finite on [-1, 1] for n >= 1, unlike the
+        # term-by-term derivative of P_n(c) arccos(-c) + Q_n(c) sqrt(1 - c^2).
+        slope = _singular_slope(c) if n == 0 else (n * n) * arccos_j(c, n - 1)
+        return grad_output * slope, None
+
+
+def arccos_j(c: Tensor, order: int) -> Tensor:
+    r"""Cho & Saul's angular function :math:`J_n(\theta)` as a function of :math:`c = \cos\theta`.
+
+    .. math::
+        J_0 = \pi - \theta,\quad
+        J_1 = \sin\theta + (\pi-\theta)\cos\theta,\quad
+        J_2 = 3\sin\theta\cos\theta + (\pi-\theta)(1 + 2\cos^2\theta),
+
+    and in general :math:`J_n = P_n(c)(\pi-\theta) + Q_n(c)\sin\theta`
+    (see :func:`arccos_j_coefficients`). ``c`` must lie in :math:`[-1, 1]`.
+
+    The derivative is :math:`\mathrm dJ_n/\mathrm dc = n^2 J_{n-1}`, which is what autograd
+    uses, so gradients are finite at :math:`c = \pm 1` for :math:`n \ge 1`. For :math:`n = 0`
+    the derivative :math:`1/\sqrt{1-c^2}` is used away from :math:`c=\pm1` and the symmetric
+    subgradient 0 within a few ulps of it.
+    """
+    return _ArcCosJ.apply(c, order)
+
+
+def normalized_correlation(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Return :math:`c = \Sigma_{xy}/\sqrt{\Sigma_{xx}\Sigma_{yy}}` clamped to [-1, 1], and :math:`\sqrt{\Sigma_{xx}\Sigma_{yy}}`.
+
+    Where either variance is zero (a zero-norm input without bias) the correlation is
+    undefined; it is set to 0 (the average over directions) and the norm product to 0, with
+    zero gradients through the masked branch, so nothing turns NaN.
+    """
+    prod = var1 * var2
+    positive = prod > 0
+    safe = torch.where(positive, prod, torch.ones_like(prod))
+    root = torch.sqrt(safe)
+    c = torch.where(positive, cov / root, torch.zeros_like(root))
+    # Rounding can push |c| a few ulps past 1 on the diagonal; the true derivative of c there
+    # is 0, which is also what clamp passes on for values outside the range.
+    c = torch.clamp(c, -1.0, 1.0)
+    return c, torch.where(positive, root, torch.zeros_like(root))
+
+
+def linear_covariances(
+    x1: Tensor,
+    x2: Tensor,
+    weight_variance: Tensor,
+    bias_variance: Tensor | None,
+    diag: bool = False,
+    scale: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Covariances of the first affine layer, :math:`\Sigma(x, y) = b + \text{scale}\cdot\sum_i w_i x_i y_i`.
+
+    Args:
+        x1: ``(..., n, d)`` inputs.
+        x2: ``(..., m, d)`` inputs (``m == n`` when ``diag``).
+        weight_variance: broadcastable to ``(..., 1, d)``: one variance or one per dimension.
+        bias_variance: broadcastable to ``(..., 1, 1)``, or ``None`` for no bias.
+        diag: return only :math:`\Sigma(x_{1i}, x_{2i})`.
+        scale: ``1/d`` for the neural-tangents convention, ``1`` for Cho & Saul / Williams.
+
+    Returns:
+        ``(var1, cov, var2)``: ``(..., n, 1), (..., n, m), (..., 1, m)`` or, with ``diag``,
+        three ``(..., n)`` tensors. When ``x1 is x2`` in diagonal mode the same tensor is
+        returned three times, which later layers use to skip repeated work.
+    """
+    w = weight_variance * scale
+    x1w = x1 * w
+    if diag:
+        var1 = (x1w * x1).sum(-1)
+        if x1 is x2:
+            var2 = cov = var1
+        else:
+            var2 = (x2 * w * x2).sum(-1)
+            cov = (x1w * x2).sum(-1)
+        if bias_variance is not None:
+            b = bias_variance.squeeze(-1)
+            if cov is var1:
+                var1 = var2 = cov = var1 + b
+            else:
+                var1, cov, var2 = var1 + b, cov + b, var2 + b
+        return var1, cov, var2
+    cov = x1w @ x2.transpose(-1, -2)
+    if bias_variance is not None:
+        cov = cov + bias_variance
+    if x1 is x2:
+        return _diagonal_variances(cov)
+    var2 = (x2 * w * x2).sum(-1)
+    var1, var2 = var1.unsqueeze(-1), var2.unsqueeze(-2)
+    if bias_variance is not None:
+        var1 = var1 + bias_variance
+        var2 = var2 + bias_variance
+    return var1, cov, var2
+
+
+def _diagonal_variances(cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    # For k(X, X) the variances are read off the matrix's own diagonal, so that
+    # c_ii = cov_ii / sqrt(cov_ii^2) is exactly 1: arccos amplifies an error e in c near 1
+    # to sqrt(2e) in the angle (3e-4 in float32), which would make diag=True disagree with
+    # the diagonal of the full matrix and spoil its symmetry.
+    d = cov.diagonal(dim1=-2, dim2=-1)
+    return d.unsqueeze(-1), cov, d.unsqueeze(-2)
+
+
+def layer_recursion(
+    var1: Tensor,
+    cov: Tensor,
+    var2: Tensor,
+    activation: Activation,
+    weight_variances: Sequence[Tensor],
+    bias_variances: Sequence[Tensor | None],
+    compute_ntk: bool,
+    symmetric: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    r"""Propagate covariances through ``len(weight_variances)`` (activation, affine) layers.
+
+    With :math:`q = \mathbb E[\phi(u)\phi(v)]` and :math:`\dot q = \mathbb E[\phi'(u)\phi'(v)]`
+    for :math:`(u, v) \sim \mathcal N(0, [[\Sigma_{xx}, \Sigma_{xy}], [\Sigma_{xy}, \Sigma_{yy}]])`,
+    each layer maps
+
+    .. math::
+        \Sigma' = \sigma_w^2\, q + \sigma_b^2, \qquad \Theta' = \Sigma' + \sigma_w^2\,\dot q\,\Theta,
+
+    starting from :math:`\Theta = \Sigma` (NTK parameterization). The variances
+    :math:`\Sigma_{xx}, \Sigma_{yy}` are propagated with the activation's O(n) ``variance``
+    so the diagonal is never taken from an n x m matrix.
+
+    With ``symmetric`` (a full matrix k(X, X)) the variances are instead read off the new
+    matrix's diagonal at every layer, which keeps the diagonal correlation exactly 1.
+
+    Returns:
+        ``(nngp, ntk)``; ``ntk`` is ``None`` unless ``compute_ntk``.
+    """
+    ntk = cov if compute_ntk else None
+    diagonal = var1 is cov and var2 is cov
+    for w, b in zip(weight_variances, bias_variances):
+        if diagonal:
+            q = activation.variance(cov)
+            q_dot = activation.derivative_variance(cov) if compute_ntk else None
+        else:
+            q, q_dot = activation.duals(var1, cov, var2, derivative=compute_ntk)
+            if not symmetric:
+                var1 = _affine(activation.variance(var1), w, b)
+                var2 = _affine(activation.variance(var2), w, b)
+        cov = _affine(q, w, b)
+        if compute_ntk:
+            ntk = cov + w * q_dot * ntk
+        if diagonal:
+            var1 = var2 = cov
+        elif symmetric:
+            var1, _, var2 = _diagonal_variances(cov)
+    return cov, ntk
+
+
+def _affine(q: Tensor, weight_variance: Tensor | float, bias_variance: Tensor | None) -> Tensor:
+    return weight_variance * q if bias_variance is None else weight_variance * q + bias_variance
+
+
+def double_factorial(n: int) -> int:
+    """(n)!! with (-1)!! = 0!! = 1."""
+    return math.prod(range(n, 0, -2)) if n > 0 else 1

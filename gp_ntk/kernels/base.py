@@ -1,0 +1,264 @@
+"""Shared machinery of the gp_ntk kernels: variance hyperparameters and input checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from gpytorch.constraints import Interval, Positive
+from gpytorch.kernels import Kernel
+from gpytorch.priors import Prior
+from torch import Tensor
+
+from .. import settings
+from ..functional import linear_covariances
+
+__all__ = ["VarianceKernel", "check_inputs"]
+
+
+def _as_initial_values(value: float | Sequence[float] | Tensor, name: str) -> list[float]:
+    if isinstance(value, Tensor):
+        values = value.detach().reshape(-1).tolist()
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        values = [float(v) for v in value]
+    else:
+        try:
+            values = [float(value)]
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be finite, got {values}")
+    return values
+
+
+def check_inputs(x1: Tensor, x2: Tensor, ard_num_dims: int | None = None, check_values: bool = True) -> None:
+    """Raise ``ValueError`` for inputs a kernel cannot take; nothing is modified.
+
+    ``check_values`` adds the ARD width and, while :class:`gp_ntk.settings.check_finite` is
+    on, a scan for NaN/inf entries.
+    """
+    for name, x in (("x1", x1), ("x2", x2)):
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2:
+            raise ValueError(
+                f"{name} must have shape (..., n, d) with at least 2 dimensions, got shape {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x1.dtype != x2.dtype:
+        raise ValueError(f"x1 and x2 must have the same dtype, got x1: {x1.dtype} and x2: {x2.dtype}")
+    if x1.shape[-1] != x2.shape[-1]:
+        raise ValueError(
+            f"x1 and x2 must have the same number of features (last dimension), "
+            f"got x1: {x1.shape[-1]} and x2: {x2.shape[-1]}"
+        )
+    if not check_values:
+        return
+    if ard_num_dims is not None and x1.shape[-1] != ard_num_dims:
+        raise ValueError(
+            f"inputs must have ard_num_dims={ard_num_dims} features (after active_dims), got {x1.shape[-1]}"
+        )
+    if settings.check_finite.on():
+        for name, x in (("x1", x1), ("x2", x2)):
+            bad = ~torch.isfinite(x)
+            if bad.any():
+                rows = int(bad.any(-1).sum())
+                raise ValueError(
+                    f"{name} contains NaN or infinite values in {rows} row(s); clean the inputs, "
+                    "or use gp_ntk.settings.check_finite(False) to let them propagate to the "
+                    "matching rows/columns of the kernel matrix"
+                )
+
+
+class VarianceKernel(Kernel):
+    """A kernel whose hyperparameters are layer weight and bias variances.
+
+    Parameters are registered with leading batch dimensions, as GPyTorch expects for indexing
+    and ``expand_batch``:
+
+    * ``raw_weight_variance``: ``(*batch_shape, num_weight_variances)``;
+    * ``raw_bias_variance``: ``(*batch_shape, num_bias_variances)``, absent when biases are off;
+    * ``raw_input_weight_variance``: ``(*batch_shape, 1, ard_num_dims)`` with ARD.
+    """
+
+    has_lengthscale = False
+
+    def __init__(
+        self,
+        weight_variance: float | Sequence[float],
+        bias_variance: float | Sequence[float],
+        num_weight_variances: int,
+        num_bias_variances: int,
+        ard_num_dims: int | None = None,
+        weight_variance_prior: Prior | None = None,
+        bias_variance_prior: Prior | None = None,
+        weight_variance_constraint: Interval | None = None,
+        bias_variance_constraint: Interval | None = None,
+        **kwargs,
+    ) -> None:
+        if ard_num_dims is not None and (
+            isinstance(ard_num_dims, bool) or not isinstance(ard_num_dims, int) or ard_num_dims < 1
+        ):
+            raise ValueError(f"ard_num_dims must be a positive integer or None, got {ard_num_dims!r}")
+        super().__init__(ard_num_dims=ard_num_dims, **kwargs)
+        weights = _as_initial_values(weight_variance, "weight_variance")
+        biases = _as_initial_values(bias_variance, "bias_variance")
+        if any(v <= 0 for v in weights):
+            raise ValueError(f"weight_variance must be positive, got {weights}")
+        if any(v < 0 for v in biases):
+            raise ValueError(f"bias_variance must be non-negative (0 disables biases), got {biases}")
+        self.has_bias = any(v > 0 for v in biases)
+        if self.has_bias and any(v == 0 for v in biases):
+            raise ValueError(
+                f"bias_variance must be all positive or 0 (no biases); got {biases}, which mixes both"
+            )
+        weights = self._spread(weights, num_weight_variances, "weight_variance")
+
+        self.weight_variance_constraint = weight_variance_constraint or Positive()
+        self.register_parameter(
+            "raw_weight_variance",
+            torch.nn.Parameter(torch.zeros(*self.batch_shape, num_weight_variances)),
+        )
+        self.register_constraint("raw_weight_variance", self.weight_variance_constraint)
+        self._set_weight_variance(torch.tensor(weights))
+        if ard_num_dims is not None:
+            self.register_parameter(
+                "raw_input_weight_variance",
+                torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, ard_num_dims)),
+            )
+            self.register_constraint("raw_input_weight_variance", Positive())
+            self._set_input_weight_variance(torch.tensor(weights[0]))
+        if weight_variance_prior is not None:
+            self._register_variance_prior(weight_variance_prior, "weight_variance")
+            if ard_num_dims is not None:
+                self._register_variance_prior(weight_variance_prior, "input_weight_variance")
+
+        if self.has_bias:
+            biases = self._spread(biases, num_bias_variances, "bias_variance")
+            self.bias_variance_constraint = bias_variance_constraint or Positive()
+            self.register_parameter(
+                "raw_bias_variance",
+                torch.nn.Parameter(torch.zeros(*self.batch_shape, num_bias_variances)),
+            )
+            self.register_constraint("raw_bias_variance", self.bias_variance_constraint)
+            self._set_bias_variance(torch.tensor(biases))
+            if bias_variance_prior is not None:
+                self._register_variance_prior(bias_variance_prior, "bias_variance")
+        elif bias_variance_prior is not None:
+            raise ValueError("bias_variance_prior needs biases: pass a positive bias_variance")
+
+    @staticmethod
+    def _spread(values: list[float], count: int, name: str) -> list[float]:
+        if len(values) == 1:
+            return values * count
+        if len(values) != count:
+            raise ValueError(f"{name} needs 1 or {count} values here, got {len(values)}")
+        return values
+
+    def _register_variance_prior(self, prior: Prior, name: str) -> None:
+        if not isinstance(prior, Prior):
+            raise ValueError(f"{name}_prior must be a gpytorch.priors.Prior, got {type(prior).__name__}")
+        self.register_prior(
+            f"{name}_prior",
+            prior,
+            lambda m, _name=name: getattr(m, _name),
+            lambda m, v, _name=name: getattr(m, f"_set_{_name}")(v),
+        )
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def weight_variance(self) -> Tensor:
+        return self.raw_weight_variance_constraint.transform(self.raw_weight_variance)
+
+    @weight_variance.setter
+    def weight_variance(self, value: Tensor | float) -> None:
+        self._set_weight_variance(value)
+
+    @property
+    def bias_variance(self) -> Tensor | None:
+        if not self.has_bias:
+            return None
+        return self.raw_bias_variance_constraint.transform(self.raw_bias_variance)
+
+    @bias_variance.setter
+    def bias_variance(self, value: Tensor | float) -> None:
+        self._set_bias_variance(value)
+
+    @property
+    def input_weight_variance(self) -> Tensor | None:
+        if self.ard_num_dims is None:
+            return None
+        return self.raw_input_weight_variance_constraint.transform(self.raw_input_weight_variance)
+
+    @input_weight_variance.setter
+    def input_weight_variance(self, value: Tensor | float) -> None:
+        self._set_input_weight_variance(value)
+
+    def _set_positive(self, raw_name: str, value: Tensor | float, name: str) -> None:
+        raw = getattr(self, raw_name)
+        value = torch.as_tensor(value).to(raw)
+        if not bool(torch.isfinite(value).all()) or bool((value <= 0).any()):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
+        constraint = getattr(self, f"{raw_name}_constraint")
+        self.initialize(**{raw_name: constraint.inverse_transform(value)})
+
+    def _set_weight_variance(self, value: Tensor | float) -> None:
+        self._set_positive("raw_weight_variance", value, "weight_variance")
+
+    def _set_bias_variance(self, value: Tensor | float) -> None:
+        if not self.has_bias:
+            raise ValueError("this kernel has no biases (it was built with bias_variance=0)")
+        self._set_positive("raw_bias_variance", value, "bias_variance")
+
+    def _set_input_weight_variance(self, value: Tensor | float) -> None:
+        if self.ard_num_dims is None:
+            raise ValueError("input_weight_variance exists only with ard_num_dims")
+        self._set_positive("raw_input_weight_variance", value, "input_weight_variance")
+
+    # ------------------------------------------------------------------ helpers for forward
+
+    @staticmethod
+    def _layer_values(values: Tensor, count: int, like: Tensor, diag: bool) -> list[Tensor]:
+        """Split ``(*batch, k)`` into ``count`` tensors that broadcast against covariances.
+
+        The result is ``(*batch, 1, 1)`` (or ``(*batch, 1)`` with ``diag``) in ``like``'s dtype
+        and device, so a float32 kernel evaluated on float64 inputs computes in float64.
+        """
+        values = values.to(dtype=like.dtype, device=like.device).unsqueeze(-1)
+        if not diag:
+            values = values.unsqueeze(-1)
+        k = values.shape[-2 if diag else -3]
+        return [
+            values[..., (i if k > 1 else 0), :] if diag else values[..., (i if k > 1 else 0), :, :]
+            for i in range(count)
+        ]
+
+    def _input_covariances(
+        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, divide_by_dim: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Checked inputs through the first affine layer (see :func:`linear_covariances`)."""
+        if last_dim_is_batch:
+            same = x1 is x2
+            x1 = x1.transpose(-1, -2).unsqueeze(-1)
+            x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
+        check_inputs(x1, x2, self.ard_num_dims)
+        if self.ard_num_dims is not None:
+            weight = self.input_weight_variance.to(x1)
+        else:
+            weight = self._layer_values(self.weight_variance, 1, x1, False)[0]
+        bias = self._layer_values(self.bias_variance, 1, x1, False)[0] if self.has_bias else None
+        scale = 1.0 / x1.shape[-1] if divide_by_dim else 1.0
+        return linear_covariances(x1, x2, weight, bias, diag=diag, scale=scale)
+
+    def __call__(self, x1: Tensor, x2: Tensor | None = None, diag: bool = False, **params):
+        # GPyTorch silently treats 1-D input as n x 1; a kernel on network inputs refuses it
+        # instead, since a flat feature vector is the more likely mistake. The value checks
+        # (finite entries, ARD width after active_dims) run in forward, which ScaleKernel and
+        # lazy evaluation reach without passing through here.
+        check_inputs(x1, x1 if x2 is None else x2, check_values=False)
+        return super().__call__(x1, x2, diag=diag, **params)

@@ -1,0 +1,75 @@
+r"""Williams' arcsine kernel: the covariance of an infinite erf network (Williams, 1996)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gpytorch.constraints import Interval
+from gpytorch.priors import Prior
+from torch import Tensor
+
+from ..activations import Erf
+from .base import VarianceKernel
+
+__all__ = ["ErfKernel"]
+
+
+class ErfKernel(VarianceKernel):
+    r"""Williams' (1996) kernel of a one-hidden-layer erf network with Gaussian weights.
+
+    .. math::
+        k(x, y) = \frac{2}{\pi}\arcsin\frac{2\tilde x^\top\Sigma\tilde y}
+            {\sqrt{(1 + 2\tilde x^\top\Sigma\tilde x)(1 + 2\tilde y^\top\Sigma\tilde y)}},
+
+    where :math:`\tilde x = (1, x)` and :math:`\Sigma = \mathrm{diag}(\sigma_b^2, \sigma_w^2, \dots)`
+    (one :math:`\sigma_w^2` for all features, or one per feature with ``ard_num_dims``).
+    This is :math:`\mathbb E[\mathrm{erf}(u)\mathrm{erf}(v)]` for :math:`u = w^\top\tilde x`,
+    :math:`w \sim \mathcal N(0, \Sigma)`, i.e. the ``Erf`` activation's dual applied to
+    :math:`\tilde x^\top\Sigma\tilde y`. There is no division by the input dimension here
+    (Williams' form); ``NNGPKernel(depth=1, activation="erf")`` is the neural-tangents form
+    with :math:`\sigma_w^2/d` and a readout layer.
+
+    Args:
+        weight_variance: :math:`\sigma_w^2 > 0`; per input feature with ``ard_num_dims``.
+        bias_variance: :math:`\sigma_b^2 \ge 0` (0 drops the prepended 1 and its parameter).
+        ard_num_dims: one weight variance per input feature (``input_weight_variance``).
+
+    Example:
+        >>> import torch, gp_ntk
+        >>> k = gp_ntk.ErfKernel(weight_variance=1.0, bias_variance=1.0)
+        >>> float(k(torch.zeros(1, 2)).to_dense())  # (2/pi) asin(2/3)
+        0.4646...
+
+    .. [Williams1996] C. K. I. Williams. Computing with Infinite Networks. NeurIPS 1996.
+    """
+
+    def __init__(
+        self,
+        weight_variance: float | Sequence[float] = 1.0,
+        bias_variance: float = 1.0,
+        ard_num_dims: int | None = None,
+        weight_variance_prior: Prior | None = None,
+        bias_variance_prior: Prior | None = None,
+        weight_variance_constraint: Interval | None = None,
+        bias_variance_constraint: Interval | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            weight_variance=weight_variance,
+            bias_variance=bias_variance,
+            num_weight_variances=1,
+            num_bias_variances=1,
+            ard_num_dims=ard_num_dims,
+            weight_variance_prior=weight_variance_prior,
+            bias_variance_prior=bias_variance_prior,
+            weight_variance_constraint=weight_variance_constraint,
+            bias_variance_constraint=bias_variance_constraint,
+            **kwargs,
+        )
+        self.activation = Erf()
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
+        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, divide_by_dim=False)
+        if cov is var1 and var2 is var1:
+            return self.activation.variance(cov)
+        return self.activation.dual(var1, cov, var2)

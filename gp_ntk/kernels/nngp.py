@@ -1,0 +1,175 @@
+r"""NNGP kernel of a deep fully-connected network (Lee et al., 2018; Matthews et al., 2018)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gpytorch.constraints import Interval
+from gpytorch.priors import Prior
+from torch import Tensor
+
+from ..activations import Activation, get_activation
+from ..functional import layer_recursion
+from .base import VarianceKernel
+
+__all__ = ["NNGPKernel", "DeepNetworkKernel"]
+
+_PARAMETERIZATIONS = ("ntk",)
+
+
+def _is_sequence(value) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 1
+
+
+class DeepNetworkKernel(VarianceKernel):
+    r"""Shared base of :class:`NNGPKernel` and :class:`NTKKernel`: the infinite-width limit of
+
+    .. code-block:: python
+
+        stax.serial(*[Dense(width, W_std, b_std), activation] * depth, Dense(1, W_std, b_std))
+
+    with ``weight_variance = W_std**2`` and ``bias_variance = b_std**2``, NTK
+    parameterization. With :math:`d` input features, :math:`\sigma_{w,l}^2, \sigma_{b,l}^2`
+    the variances of layer :math:`l = 1 \dots L+1`:
+
+    .. math::
+        \Sigma^{(1)}(x, y) &= \frac{\sigma_{w,1}^2}{d}\, x^\top y + \sigma_{b,1}^2, \qquad
+        \Theta^{(1)} = \Sigma^{(1)},\\
+        \Sigma^{(l+1)} &= \sigma_{w,l+1}^2\,\mathbb E[\phi(u)\phi(v)] + \sigma_{b,l+1}^2,\qquad
+        \Theta^{(l+1)} = \Sigma^{(l+1)} + \sigma_{w,l+1}^2\,\mathbb E[\phi'(u)\phi'(v)]\,\Theta^{(l)},
+
+    :math:`(u, v)` Gaussian with covariance :math:`\Sigma^{(l)}` on :math:`\{x, y\}`. The
+    NNGP kernel is :math:`\Sigma^{(L+1)}`, the NTK :math:`\Theta^{(L+1)}`.
+
+    Hyperparameters (all learnable, positive, with optional priors):
+
+    * ``weight_variance``: one value shared by every layer (default) or, with
+      ``per_layer=True``, one per layer (``depth + 1`` values; ``depth`` with ARD, the first
+      layer then being the ARD one);
+    * ``bias_variance``: shared or per layer (``depth + 1``); ``0`` builds a bias-free network
+      with no bias parameter at all;
+    * ``input_weight_variance`` (with ``ard_num_dims``): first-layer weight variance per input
+      feature, replacing :math:`\sigma_{w,1}^2` by :math:`\mathrm{diag}(\sigma_{w,1,i}^2)`.
+    """
+
+    _returns_ntk: bool = False
+
+    def __init__(
+        self,
+        depth: int = 2,
+        activation: str | Activation = "relu",
+        weight_variance: float | Sequence[float] = 1.0,
+        bias_variance: float | Sequence[float] = 0.1,
+        parameterization: str = "ntk",
+        ard_num_dims: int | None = None,
+        per_layer: bool = False,
+        weight_variance_prior: Prior | None = None,
+        bias_variance_prior: Prior | None = None,
+        weight_variance_constraint: Interval | None = None,
+        bias_variance_constraint: Interval | None = None,
+        **kwargs,
+    ) -> None:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be an integer >= 1 (number of hidden layers), got {depth!r}")
+        if not isinstance(parameterization, str) or parameterization.lower() not in _PARAMETERIZATIONS:
+            raise ValueError(
+                f"parameterization must be one of {_PARAMETERIZATIONS}, got {parameterization!r}"
+            )
+        activation = get_activation(activation)
+        per_layer = bool(per_layer) or _is_sequence(weight_variance) or _is_sequence(bias_variance)
+        num_layers = depth + 1
+        num_weights = (depth if ard_num_dims is not None else num_layers) if per_layer else 1
+        super().__init__(
+            weight_variance=weight_variance,
+            bias_variance=bias_variance,
+            num_weight_variances=num_weights,
+            num_bias_variances=num_layers if per_layer else 1,
+            ard_num_dims=ard_num_dims,
+            weight_variance_prior=weight_variance_prior,
+            bias_variance_prior=bias_variance_prior,
+            weight_variance_constraint=weight_variance_constraint,
+            bias_variance_constraint=bias_variance_constraint,
+            **kwargs,
+        )
+        self.depth = depth
+        self.activation = activation
+        self.parameterization = parameterization.lower()
+        self.per_layer = per_layer
+
+    def _later_layers(self, like: Tensor, diag: bool) -> tuple[list, list]:
+        """Weight and bias variances of layers 2 .. depth + 1, shaped for the covariances."""
+        num_layers = self.depth + 1
+        if self.ard_num_dims is not None:
+            weights = self._layer_values(self.weight_variance, self.depth, like, diag)
+        else:
+            weights = self._layer_values(self.weight_variance, num_layers, like, diag)[1:]
+        if not self.has_bias:
+            return weights, [None] * self.depth
+        return weights, self._layer_values(self.bias_variance, num_layers, like, diag)[1:]
+
+    def nngp_and_ntk(
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        diag: bool = False,
+        compute_ntk: bool = True,
+        last_dim_is_batch: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """NNGP and NTK from one pass (the NTK recursion needs the NNGP one anyway)."""
+        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, divide_by_dim=True)
+        weights, biases = self._later_layers(cov, diag)
+        return layer_recursion(
+            var1, cov, var2, self.activation, weights, biases, compute_ntk, symmetric=x1 is x2 and not diag
+        )
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
+        nngp, ntk = self.nngp_and_ntk(
+            x1, x2, diag=diag, compute_ntk=self._returns_ntk, last_dim_is_batch=last_dim_is_batch
+        )
+        return ntk if self._returns_ntk else nngp
+
+    def extra_repr(self) -> str:
+        return (
+            f"depth={self.depth}, activation={self.activation!r}, parameterization={self.parameterization!r}, "
+            f"per_layer={self.per_layer}, bias={self.has_bias}"
+        )
+
+
+class NNGPKernel(DeepNetworkKernel):
+    r"""Output covariance (NNGP kernel) of an infinitely wide fully-connected network.
+
+    ``NNGPKernel(depth=L)`` is :math:`\Sigma^{(L+1)}` of the network that neural-tangents
+    writes as ``stax.serial(*[Dense(w, W_std, b_std), act] * L, Dense(1, W_std, b_std))``,
+    with ``weight_variance = W_std**2`` and ``bias_variance = b_std**2`` (0: no biases), the
+    first layer dividing :math:`x^\top y` by the input dimension :math:`d`. The recursion is
+    given in :class:`DeepNetworkKernel`; ``docs/kernels.md`` maps the arguments to
+    neural-tangents, BoTorch's ``InfiniteWidthBNNKernel`` and GPflow's ``ArcCosine``.
+
+    Args:
+        depth: number of hidden layers :math:`L \ge 1`.
+        activation: a name from :data:`gp_ntk.activations.ACTIVATIONS` or an
+            :class:`~gp_ntk.activations.Activation` (e.g. ``ArcCos(order=2)``, ``Numerical(torch.tanh)``).
+        weight_variance: :math:`\sigma_w^2 > 0`, a number or ``depth + 1`` numbers (per layer).
+        bias_variance: :math:`\sigma_b^2 \ge 0`, a number or ``depth + 1`` numbers; 0 disables biases.
+        parameterization: ``"ntk"`` (the NNGP is the same in the standard parameterization).
+        ard_num_dims: learn one first-layer weight variance per input feature.
+        per_layer: one weight and bias variance per layer instead of shared ones.
+        weight_variance_prior, bias_variance_prior: optional :class:`gpytorch.priors.Prior`.
+        weight_variance_constraint, bias_variance_constraint: default ``Positive()``.
+        **kwargs: ``batch_shape``, ``active_dims``, ... as for any :class:`gpytorch.kernels.Kernel`.
+
+    Example:
+        >>> import torch, gpytorch, gp_ntk
+        >>> x = torch.randn(10, 3)
+        >>> k = gp_ntk.NNGPKernel(depth=3, activation="relu", weight_variance=2.0, bias_variance=0.1)
+        >>> K = gpytorch.kernels.ScaleKernel(k)(x).to_dense()  # 10 x 10
+        >>> k(x, diag=True).shape
+        torch.Size([10])
+
+    .. [Lee2018] J. Lee, Y. Bahri, R. Novak, S. Schoenholz, J. Pennington, J. Sohl-Dickstein.
+        Deep Neural Networks as Gaussian Processes. ICLR 2018.
+    .. [Matthews2018] A. Matthews, M. Rowland, J. Hron, R. Turner, Z. Ghahramani.
+        Gaussian Process Behaviour in Wide Deep Neural Networks. ICLR 2018.
+    """
+
+    _returns_ntk = False
