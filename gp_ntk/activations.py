@@ -194,9 +194,9 @@ class ArcCos(Activation):
         \mathbb E[\phi'(u)\phi'(v)] = \frac{n^2(\Sigma_{xx}\Sigma_{yy})^{(n-1)/2}}{2\pi} J_{n-1}(\theta),
 
     the second being 0 for :math:`n = 0` (the step function's derivative vanishes a.e.).
-    Cho & Saul's kernel :math:`k_n` is twice the first expression. For a zero-variance input
-    (zero-norm row, no bias) the correlation is taken as 0, i.e. :math:`\Theta(0) = 1/2` in
-    the cross term for :math:`n = 0` and a zero dual for :math:`n \ge 1`.
+    Cho & Saul's kernel :math:`k_n` is twice the first expression. Against a zero-variance
+    input (zero-norm row, no bias) the correlation is taken as 0, which gives 1/4 for
+    :math:`n = 0` (as if :math:`\Theta(0) = 1/2`) and 0 for :math:`n \ge 1`.
     """
 
     order: int = 1
@@ -324,7 +324,7 @@ class GELU(Activation):
     def _common(var1, cov, var2):
         a1, b1 = 1.0 + var1, 1.0 + var2
         k = torch.sqrt(a1 * b1)
-        delta = 1.0 + var1 + var2 + torch.clamp(var1 * var2 - cov * cov, min=0.0)
+        delta = 1.0 + (var1 + var2) + torch.clamp(var1 * var2 - cov * cov, min=0.0)
         return a1, b1, k, delta, torch.sqrt(delta)
 
     def duals(self, var1, cov, var2, derivative=True):
@@ -437,13 +437,13 @@ class Numerical(Activation):
 
     on the ``degree``-point probabilists' Gauss–Hermite rule :math:`(z_k, w_k)` (weights
     summing to 1), :math:`c` the correlation; :math:`\phi'` comes from autograd and goes
-    through the same rule. The rule is exact for polynomials of degree :math:`2\,\text{degree}-1`
+    through the same rule, averaged over both orders of :math:`(u, v)`. The rule is exact for polynomials of degree :math:`2\,\text{degree}-1`
     in each variable, so smooth activations converge fast; kinks (ReLU-like) converge
     algebraically. Measured accuracies are in ``docs/kernels.md``.
 
     ``fn`` must be elementwise and picklable (a torch function such as ``torch.tanh`` or a
     module-level function; not a lambda) for the kernel to pickle. Cost: ``degree**2``
-    evaluations of ``fn`` on an n x m tensor per layer.
+    evaluations of ``fn`` on an n x m tensor per layer and dual.
     """
 
     fn: Callable[[Tensor], Tensor] = torch.tanh
@@ -458,15 +458,28 @@ class Numerical(Activation):
     def __call__(self, x: Tensor) -> Tensor:
         return self.fn(x)
 
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        return f"Numerical(fn={name}, degree={self.degree})"
+
     def _rule(self, like: Tensor) -> tuple[list[float], list[float]]:
         nodes, weights = np.polynomial.hermite_e.hermegauss(self.degree)
         weights = weights / weights.sum()
         return nodes.tolist(), weights.tolist()
 
     def _quadrature(self, var1, cov, var2, transform) -> Tensor:
+        # u and v play different roles in the product rule, so its error is not symmetric in
+        # (var1, var2); averaging both orders makes k(X, X) exactly symmetric and every
+        # cross-covariance block agree with the joint matrix.
+        forward = self._ordered_quadrature(var1, cov, var2, transform)
+        return 0.5 * (forward + self._ordered_quadrature(var2, cov, var1, transform))
+
+    def _ordered_quadrature(self, var1, cov, var2, transform) -> Tensor:
         nodes, weights = self._rule(cov)
         c, _ = normalized_correlation(var1, cov, var2)
-        s = torch.sqrt(torch.clamp(1.0 - c * c, min=0.0))
+        # The sum over the symmetric nodes z_l is even in s, hence smooth in c at |c| = 1;
+        # the masked root keeps autograd from forming inf * 0 there.
+        s = _safe_sqrt(1.0 - c * c)
         sd1, sd2 = _safe_sqrt(var1), _safe_sqrt(var2)
         total = torch.zeros_like(c)
         for zk, wk in zip(nodes, weights):

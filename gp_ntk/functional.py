@@ -51,7 +51,13 @@ def arccos_j_coefficients(order: int) -> tuple[tuple[float, ...], tuple[float, .
     q: list[float] = [0.0]
     for n in range(order):
         p, q = _next_p(p, n), _next_q(p, q, n)
-    return tuple(p), tuple(q)
+    return _trim(p), _trim(q)
+
+
+def _trim(a: list[float]) -> tuple[float, ...]:
+    while len(a) > 1 and a[-1] == 0.0:
+        a = a[:-1]
+    return tuple(a)
 
 
 def _poly_derivative(a: list[float]) -> list[float]:
@@ -147,15 +153,18 @@ def arccos_j(c: Tensor, order: int) -> Tensor:
 def normalized_correlation(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor]:
     r"""Return :math:`c = \Sigma_{xy}/\sqrt{\Sigma_{xx}\Sigma_{yy}}` clamped to [-1, 1], and :math:`\sqrt{\Sigma_{xx}\Sigma_{yy}}`.
 
-    Where either variance is zero (a zero-norm input without bias) the correlation is
-    undefined; it is set to 0 (the average over directions) and the norm product to 0, with
-    zero gradients through the masked branch, so nothing turns NaN.
+    A zero variance comes from a zero-norm input without bias, where the angle is undefined.
+    Two such inputs are the same point, so their correlation is 1; between a zero and a
+    non-zero input it is set to 0 (the average over directions). The norm product is 0 there,
+    and gradients through the masked branches are zero, so nothing turns NaN.
     """
     prod = var1 * var2
     positive = prod > 0
     safe = torch.where(positive, prod, torch.ones_like(prod))
     root = torch.sqrt(safe)
-    c = torch.where(positive, cov / root, torch.zeros_like(root))
+    both_zero = (var1 == 0) & (var2 == 0)
+    fallback = torch.where(both_zero, torch.ones_like(root), torch.zeros_like(root))
+    c = torch.where(positive, cov / root, fallback)
     # Rounding can push |c| a few ulps past 1 on the diagonal; the true derivative of c there
     # is 0, which is also what clamp passes on for values outside the range.
     c = torch.clamp(c, -1.0, 1.0)
@@ -205,9 +214,12 @@ def linear_covariances(
     if bias_variance is not None:
         cov = cov + bias_variance
     if x1 is x2:
-        return _diagonal_variances(cov)
-    var2 = (x2 * w * x2).sum(-1)
-    var1, var2 = var1.unsqueeze(-1), var2.unsqueeze(-2)
+        # BLAS does not promise a bitwise-symmetric x x^T; near-duplicate rows would turn that
+        # last-bit asymmetry into a visible one through arccos. Every later map is elementwise
+        # and commutes, so symmetrising once here makes k(X, X) exactly symmetric.
+        return _diagonal_variances(_symmetrize(cov))
+    var1 = (x1w * x1).sum(-1).unsqueeze(-1)
+    var2 = (x2 * w * x2).sum(-1).unsqueeze(-2)
     if bias_variance is not None:
         var1 = var1 + bias_variance
         var2 = var2 + bias_variance
@@ -271,6 +283,10 @@ def layer_recursion(
         elif symmetric:
             var1, _, var2 = _diagonal_variances(cov)
     return cov, ntk
+
+
+def _symmetrize(a: Tensor) -> Tensor:
+    return 0.5 * (a + a.transpose(-1, -2))
 
 
 def _affine(q: Tensor, weight_variance: Tensor | float, bias_variance: Tensor | None) -> Tensor:

@@ -261,4 +261,10 @@ class VarianceKernel(Kernel):
         # (finite entries, ARD width after active_dims) run in forward, which ScaleKernel and
         # lazy evaluation reach without passing through here.
         check_inputs(x1, x1 if x2 is None else x2, check_values=False)
+        if self.ard_num_dims is not None:
+            width = x1.shape[-1] if self.active_dims is None else len(self.active_dims)
+            if width != self.ard_num_dims:
+                raise ValueError(
+                    f"inputs must have ard_num_dims={self.ard_num_dims} features (after active_dims), got {width}"
+                )
         return super().__call__(x1, x2, diag=diag, **params)

@@ -1,0 +1,162 @@
+"""The pure-tensor core: J_n, correlations, first-layer covariances, the layer recursion."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sympy
+import torch
+
+from gp_ntk import ReLU
+from gp_ntk.functional import (
+    arccos_j,
+    arccos_j_coefficients,
+    double_factorial,
+    layer_recursion,
+    linear_covariances,
+    normalized_correlation,
+)
+
+DTYPE = torch.float64
+
+
+def _closed_form(order: int, theta: torch.Tensor) -> torch.Tensor:
+    s, c = torch.sin(theta), torch.cos(theta)
+    if order == 0:
+        return math.pi - theta
+    if order == 1:
+        return s + (math.pi - theta) * c
+    if order == 2:
+        return 3 * s * c + (math.pi - theta) * (1 + 2 * c**2)
+    raise ValueError(order)
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_closed_forms_j0_j1_j2(order):
+    theta = torch.linspace(0, math.pi, 401, dtype=DTYPE)
+    got = arccos_j(torch.cos(theta), order)
+    torch.testing.assert_close(got, _closed_form(order, theta), rtol=1e-13, atol=1e-13)
+
+
+def _sympy_j(order: int):
+    # Cho & Saul's definition, differentiated symbolically: an independent reference.
+    t = sympy.symbols("t")
+    expr = (sympy.pi - t) / sympy.sin(t)
+    for _ in range(order):
+        expr = sympy.diff(expr, t) / sympy.sin(t)
+    return sympy.lambdify(t, (-1) ** order * sympy.sin(t) ** (2 * order + 1) * expr, "math")
+
+
+@pytest.mark.parametrize("order", [3, 4, 5, 6])
+def test_general_order_matches_definition(order):
+    reference = _sympy_j(order)
+    thetas = [0.05, 0.3, 0.9, 1.4, 2.0, 2.7, 3.05]
+    got = arccos_j(torch.cos(torch.tensor(thetas, dtype=DTYPE)), order)
+    expected = torch.tensor([reference(t) for t in thetas], dtype=DTYPE)
+    scale = math.pi * double_factorial(2 * order - 1)  # J_n(0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-11 * scale)
+
+
+@pytest.mark.parametrize("order", range(0, 8))
+def test_value_at_zero_angle_is_pi_double_factorial(order):
+    got = arccos_j(torch.ones((), dtype=DTYPE), order)
+    assert float(got) == pytest.approx(math.pi * double_factorial(2 * order - 1), rel=1e-14)
+    # J_n(pi) = 0: the two orthants never overlap
+    assert float(arccos_j(-torch.ones((), dtype=DTYPE), order)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_coefficients_recursion_low_orders():
+    assert arccos_j_coefficients(1) == ((0.0, 1.0), (1.0,))
+    p2, q2 = arccos_j_coefficients(2)
+    assert p2 == (1.0, 0.0, 2.0) and q2 == (0.0, 3.0)
+    assert arccos_j_coefficients(0) == ((1.0,), (0.0,))
+    with pytest.raises(ValueError, match="order"):
+        arccos_j_coefficients(-1)
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3, 4])
+def test_gradcheck_interior(order):
+    c = torch.tensor([-0.97, -0.5, 0.0, 0.3, 0.8, 0.99], dtype=DTYPE, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: arccos_j(z, order), (c,))
+    if order >= 1:
+        assert torch.autograd.gradgradcheck(lambda z: arccos_j(z, order), (c,))
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradient_at_plus_minus_one_is_finite_and_right(order, dtype):
+    c = torch.tensor([-1.0, 1.0], dtype=dtype, requires_grad=True)
+    (grad,) = torch.autograd.grad(arccos_j(c, order).sum(), c)
+    assert torch.isfinite(grad).all()
+    # dJ_n/dc = n^2 J_{n-1}: n^2 pi (2n-3)!! at c = 1, against a one-sided float64 difference
+    # quotient from inside [-1, 1]; at c = -1, J_n ~ (1 + c)^(n + 1/2) so the slope is 0.
+    h = 1e-9
+    one = torch.tensor(1.0, dtype=torch.float64)
+    right = (arccos_j(one, order) - arccos_j(one - h, order)) / h
+    assert float(grad[1]) == pytest.approx(float(right), rel=1e-4)
+    assert float(grad[1]) == pytest.approx(order**2 * math.pi * double_factorial(2 * order - 3), rel=1e-6)
+    assert float(grad[0]) == 0.0
+
+
+def test_order_zero_gradient_at_singular_set_is_zero_subgradient():
+    c = torch.tensor([-1.0, 1.0, 0.5], dtype=DTYPE, requires_grad=True)
+    (grad,) = torch.autograd.grad(arccos_j(c, 0).sum(), c)
+    assert grad[:2].tolist() == [0.0, 0.0]
+    assert float(grad[2]) == pytest.approx(1 / math.sqrt(0.75), rel=1e-12)
+
+
+def test_normalized_correlation_zero_variance():
+    var1 = torch.tensor([[0.0], [2.0]], dtype=DTYPE, requires_grad=True)
+    var2 = torch.tensor([[3.0, 0.0]], dtype=DTYPE, requires_grad=True)
+    cov = torch.tensor([[0.0, 0.0], [1.5, 0.0]], dtype=DTYPE, requires_grad=True)
+    c, root = normalized_correlation(var1, cov, var2)
+    # zero against non-zero: 0; two zero-norm inputs are the same point: 1
+    assert c.tolist() == [[0.0, 1.0], [1.5 / math.sqrt(6.0), 0.0]]
+    assert root.tolist() == [[0.0, 0.0], [math.sqrt(6.0), 0.0]]
+    grads = torch.autograd.grad((c + root).sum(), (var1, cov, var2))
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_normalized_correlation_clamps_rounding():
+    c, _ = normalized_correlation(torch.ones(1, 1), torch.full((1, 1), 1.0 + 1e-6), torch.ones(1, 1))
+    assert float(c) == 1.0
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_covariances_full_diag_and_symmetric(with_bias):
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(2, 5, 3, generator=g, dtype=DTYPE)
+    x2 = torch.randn(2, 4, 3, generator=g, dtype=DTYPE)
+    w = torch.tensor([0.5, 1.0, 2.0], dtype=DTYPE).view(1, 3)
+    b = torch.tensor(0.3, dtype=DTYPE).view(1, 1) if with_bias else None
+    bias = 0.3 if with_bias else 0.0
+    var1, cov, var2 = linear_covariances(x1, x2, w, b, scale=1 / 3)
+    expected = (x1 * w) @ x2.transpose(-1, -2) / 3 + bias
+    torch.testing.assert_close(cov, expected)
+    torch.testing.assert_close(var1.squeeze(-1), (x1 * w * x1).sum(-1) / 3 + bias)
+    torch.testing.assert_close(var2.squeeze(-2), (x2 * w * x2).sum(-1) / 3 + bias)
+    d1, dc, d2 = linear_covariances(x1, x1[..., :5, :] * 1.0, w, b, diag=True, scale=1 / 3)
+    torch.testing.assert_close(dc, d1)
+    s1, sc, s2 = linear_covariances(x1, x1, w, b, scale=1 / 3)
+    torch.testing.assert_close(s1.squeeze(-1), sc.diagonal(dim1=-2, dim2=-1))
+    torch.testing.assert_close(s2.squeeze(-2), sc.diagonal(dim1=-2, dim2=-1))
+
+
+def test_layer_recursion_cross_symmetric_and_diagonal_agree():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 4, generator=g, dtype=DTYPE)
+    w = torch.tensor(1.0, dtype=DTYPE).view(1, 1)
+    b = torch.tensor(0.2, dtype=DTYPE).view(1, 1)
+    weights, biases = [torch.tensor(2.0, dtype=DTYPE).view(1, 1)] * 3, [b] * 3
+    sym = layer_recursion(*linear_covariances(x, x, w, b), ReLU(), weights, biases, True, symmetric=True)
+    cross = layer_recursion(*linear_covariances(x, x.clone(), w, b), ReLU(), weights, biases, True)
+    flat_w, flat_b = [v.view(1) for v in weights], [v.view(1) for v in biases]
+    diag = layer_recursion(*linear_covariances(x, x, w, b, diag=True), ReLU(), flat_w, flat_b, True)
+    for full_sym, full_cross, diagonal in zip(sym, cross, diag):
+        torch.testing.assert_close(full_sym, full_cross, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(full_sym.diagonal(), diagonal, rtol=1e-12, atol=1e-12)
+
+
+def test_double_factorial():
+    assert [double_factorial(n) for n in (-1, 0, 1, 2, 3, 5, 7)] == [1, 1, 1, 2, 3, 15, 105]
