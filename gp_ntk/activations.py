@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .functional import arccos_j, double_factorial, normalized_correlation
+from .functional import _masked_sqrt, arccos_j, double_factorial, gram_determinant, normalized_correlation
 
 __all__ = [
     "Activation",
@@ -286,7 +286,7 @@ class Erf(Activation):
 
     def derivative_dual(self, var1, cov, var2):
         # (1+2a)(1+2b) - 4c^2 = 1 + 2a + 2b + 4(ab - c^2) >= 1 for a valid covariance.
-        det = 1.0 + 2.0 * (var1 + var2) + 4.0 * torch.clamp(var1 * var2 - cov * cov, min=0.0)
+        det = 1.0 + 2.0 * (var1 + var2) + 4.0 * gram_determinant(var1, cov, var2)
         return (4.0 / math.pi) * torch.rsqrt(det)
 
     def variance(self, var):
@@ -320,27 +320,23 @@ class GELU(Activation):
     def __call__(self, x: Tensor) -> Tensor:
         return torch.nn.functional.gelu(x)
 
-    @staticmethod
-    def _common(var1, cov, var2):
-        a1, b1 = 1.0 + var1, 1.0 + var2
-        k = torch.sqrt(a1 * b1)
-        delta = 1.0 + (var1 + var2) + torch.clamp(var1 * var2 - cov * cov, min=0.0)
-        return a1, b1, k, delta, torch.sqrt(delta)
-
     def duals(self, var1, cov, var2, derivative=True):
-        a1, b1, k, delta, root_delta = self._common(var1, cov, var2)
+        a1, b1 = 1.0 + var1, 1.0 + var2
+        k = torch.sqrt(a1) * torch.sqrt(b1)
+        root_delta = torch.sqrt(1.0 + (var1 + var2) + gram_determinant(var1, cov, var2))
         asin = _asin(torch.clamp(cov / k, -1.0, 1.0))
         inv_sum = 1.0 / a1 + 1.0 / b1
-        # k - sqrt(delta) = cov^2 / (k + sqrt(delta)) avoids cancellation for small cov.
-        k_minus_root = cov * cov / (k + root_delta)
+        # k - sqrt(Delta) = cov^2 / (k + sqrt(Delta)) avoids cancellation for small cov.
+        k_minus_root = cov * (cov / (k + root_delta))
         q = (
-            var1 * var2 / (_TWO_PI * k)
+            (var1 / torch.sqrt(a1)) * (var2 / torch.sqrt(b1)) / _TWO_PI
             + 0.25 * cov
-            + (cov * asin - k_minus_root * (1.0 - inv_sum) + k_minus_root / (k * root_delta)) / _TWO_PI
+            + (cov * asin - k_minus_root * (1.0 - inv_sum) + k_minus_root / k / root_delta) / _TWO_PI
         )
         if not derivative:
             return q, None
-        q_dot = 0.25 + (asin + cov / root_delta * inv_sum + cov / (delta * root_delta)) / _TWO_PI
+        ratio = cov / root_delta
+        q_dot = 0.25 + (asin + ratio * inv_sum + ratio / root_delta / root_delta) / _TWO_PI
         return q, q_dot
 
     def dual(self, var1, cov, var2):
@@ -421,11 +417,6 @@ def _elementwise_derivative(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor
     return grad
 
 
-def _safe_sqrt(var: Tensor) -> Tensor:
-    positive = var > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), 0.0)
-
-
 @dataclass(frozen=True)
 class Numerical(Activation):
     r"""Any elementwise torch function, its duals by Gauss–Hermite quadrature.
@@ -479,8 +470,8 @@ class Numerical(Activation):
         c, _ = normalized_correlation(var1, cov, var2)
         # The sum over the symmetric nodes z_l is even in s, hence smooth in c at |c| = 1;
         # the masked root keeps autograd from forming inf * 0 there.
-        s = _safe_sqrt(1.0 - c * c)
-        sd1, sd2 = _safe_sqrt(var1), _safe_sqrt(var2)
+        s = _masked_sqrt(1.0 - c * c)
+        sd1, sd2 = _masked_sqrt(var1), _masked_sqrt(var2)
         total = torch.zeros_like(c)
         for zk, wk in zip(nodes, weights):
             left = transform(sd1 * zk)
@@ -501,7 +492,7 @@ class Numerical(Activation):
 
     def _variance(self, var, transform) -> Tensor:
         nodes, weights = self._rule(var)
-        sd = _safe_sqrt(var)
+        sd = _masked_sqrt(var)
         total = torch.zeros_like(var)
         for z, w in zip(nodes, weights):
             total = total + w * transform(sd * z) ** 2

@@ -158,10 +158,13 @@ def normalized_correlation(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Ten
     non-zero input it is set to 0 (the average over directions). The norm product is 0 there,
     and gradients through the masked branches are zero, so nothing turns NaN.
     """
+    # sqrt(var1 * var2), not sqrt(var1) * sqrt(var2): only the former gives c_ii = 1 exactly
+    # on the diagonal. Masks test for exact zeros only, so an overflowed (inf/NaN) variance
+    # propagates to the output, where the kernels report it, instead of passing for a
+    # zero-norm input.
     prod = var1 * var2
-    positive = prod > 0
-    safe = torch.where(positive, prod, torch.ones_like(prod))
-    root = torch.sqrt(safe)
+    positive = prod != 0
+    root = torch.sqrt(torch.where(positive, prod, torch.ones_like(prod)))
     both_zero = (var1 == 0) & (var2 == 0)
     fallback = torch.where(both_zero, torch.ones_like(root), torch.zeros_like(root))
     c = torch.where(positive, cov / root, fallback)
@@ -169,6 +172,18 @@ def normalized_correlation(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Ten
     # is 0, which is also what clamp passes on for values outside the range.
     c = torch.clamp(c, -1.0, 1.0)
     return c, torch.where(positive, root, torch.zeros_like(root))
+
+
+def _masked_sqrt(var: Tensor) -> Tensor:
+    """sqrt with a zero (not infinite) gradient at 0; NaN and inf pass through."""
+    nonzero = var != 0
+    return torch.where(nonzero, torch.sqrt(torch.where(nonzero, var, torch.ones_like(var))), 0.0)
+
+
+def gram_determinant(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
+    r""":math:`\Sigma_{xx}\Sigma_{yy} - \Sigma_{xy}^2 \ge 0`, factored so it neither overflows nor goes negative."""
+    root = _masked_sqrt(var1) * _masked_sqrt(var2)
+    return torch.clamp((root - cov) * (root + cov), min=0.0)
 
 
 def linear_covariances(

@@ -333,3 +333,19 @@ def test_priors_register_and_contribute():
     assert names == {"weight_variance_prior", "bias_variance_prior"}
     with pytest.raises(ValueError, match="bias_variance_prior needs biases"):
         gp_ntk.NTKKernel(2, "relu", 2.0, 0.0, bias_variance_prior=prior)
+
+
+@pytest.mark.parametrize("cls", [gp_ntk.NNGPKernel, gp_ntk.NTKKernel])
+def test_overflow_far_from_the_usual_range_is_reported(cls):
+    # relu variances grow like (weight_variance / 2)**depth: 8**50 = 1e45 > float32's 3e38
+    kernel = cls(50, "relu", 16.0, 0.1)
+    x = torch.randn(10, 3)
+    with pytest.raises(FloatingPointError, match="overflowed in torch.float32.*depth=50"):
+        kernel(x).to_dense()
+    with gp_ntk.settings.check_finite(False):
+        assert not torch.isfinite(kernel(x).to_dense()).all()
+    # float64 holds it, and agrees with float32 where float32 still fits (w = 8: 4**50 = 1e30)
+    assert torch.isfinite(cls(50, "relu", 16.0, 0.1).double()(x.double()).to_dense()).all()
+    k32 = cls(50, "relu", 8.0, 0.1)(x).to_dense().double()
+    k64 = cls(50, "relu", 8.0, 0.1).double()(x.double()).to_dense()
+    assert float(((k32 - k64).abs() / k64.abs()).max()) < 1e-3

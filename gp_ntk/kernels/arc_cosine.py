@@ -103,7 +103,7 @@ class ArcCosineKernel(VarianceKernel):
             False,
             symmetric=x1 is x2 and not diag,
         )
-        return kernel
+        return self._checked_output(kernel)
 
     def extra_repr(self) -> str:
         return f"order={self.order}, num_layers={self.num_layers}, bias={self.has_bias}"

@@ -255,6 +255,18 @@ class VarianceKernel(Kernel):
         scale = 1.0 / x1.shape[-1] if divide_by_dim else 1.0
         return linear_covariances(x1, x2, weight, bias, diag=diag, scale=scale)
 
+    def _checked_output(self, result: Tensor) -> Tensor:
+        """Refuse a non-finite kernel value: with finite inputs it can only be an overflow."""
+        if settings.check_finite.on() and not bool(torch.isfinite(result).all()):
+            depth = getattr(self, "depth", getattr(self, "num_layers", 1))
+            raise FloatingPointError(
+                f"{type(self).__name__} overflowed in {result.dtype}: the layer variances grow like "
+                f"weight_variance**depth (weight_variance={self.weight_variance.detach().flatten().tolist()}, "
+                f"depth={depth}). Use float64, a smaller weight_variance or a smaller depth; "
+                "gp_ntk.settings.check_finite(False) returns the non-finite values instead."
+            )
+        return result
+
     def __call__(self, x1: Tensor, x2: Tensor | None = None, diag: bool = False, **params):
         # GPyTorch silently treats 1-D input as n x 1; a kernel on network inputs refuses it
         # instead, since a flat feature vector is the more likely mistake. The value checks

@@ -126,7 +126,7 @@ class DeepNetworkKernel(VarianceKernel):
         nngp, ntk = self.nngp_and_ntk(
             x1, x2, diag=diag, compute_ntk=self._returns_ntk, last_dim_is_batch=last_dim_is_batch
         )
-        return ntk if self._returns_ntk else nngp
+        return self._checked_output(ntk if self._returns_ntk else nngp)
 
     def extra_repr(self) -> str:
         return (
