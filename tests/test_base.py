@@ -370,5 +370,5 @@ def test_exact_gp_cholesky_and_cg_paths_agree():
             grads = torch.autograd.grad(loss, list(model.parameters()))
         assert all(torch.isfinite(gr).all() for gr in grads)
         losses[name] = float(loss)
-    # measured: 0.01 % apart (stochastic Lanczos log-determinant with 64 probes)
+    # measured: 0.1 % apart (stochastic Lanczos log-determinant with 64 probes)
     assert losses["cg"] == pytest.approx(losses["cholesky"], rel=2e-2)
