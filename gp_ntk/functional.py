@@ -259,6 +259,7 @@ def layer_recursion(
     bias_variances: Sequence[Tensor | None],
     compute_ntk: bool,
     symmetric: bool = False,
+    standard_ntk: tuple[Tensor, Sequence[float]] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     r"""Propagate covariances through ``len(weight_variances)`` (activation, affine) layers.
 
@@ -276,12 +277,19 @@ def layer_recursion(
     With ``symmetric`` (a full matrix k(X, X)) the variances are instead read off the new
     matrix's diagonal at every layer, which keeps the diagonal correlation exactly 1.
 
+    ``standard_ntk = (theta_1, widths)`` switches the NTK to the standard parameterization,
+    where a weight's gradient is not scaled by :math:`\sigma_w/\sqrt{n}`: the caller passes
+    :math:`\Theta^{(1)} = x^\top y\,[+1]` and the hidden widths :math:`n_l`, and each layer adds
+    :math:`n_l\,q\,[+1]` (the bracket when there are biases) instead of :math:`\Sigma'`.
+
     Returns:
         ``(nngp, ntk)``; ``ntk`` is ``None`` unless ``compute_ntk``.
     """
-    ntk = cov if compute_ntk else None
+    ntk = None
+    if compute_ntk:
+        ntk = cov if standard_ntk is None else standard_ntk[0]
     diagonal = var1 is cov and var2 is cov
-    for w, b in zip(weight_variances, bias_variances):
+    for layer, (w, b) in enumerate(zip(weight_variances, bias_variances)):
         if diagonal:
             q = activation.variance(cov)
             q_dot = activation.derivative_variance(cov) if compute_ntk else None
@@ -292,7 +300,12 @@ def layer_recursion(
                 var2 = _affine(activation.variance(var2), w, b)
         cov = _affine(q, w, b)
         if compute_ntk:
-            ntk = cov + w * q_dot * ntk
+            if standard_ntk is None:
+                tangent = cov
+            else:
+                tangent = standard_ntk[1][layer] * q
+                tangent = tangent if b is None else tangent + 1.0
+            ntk = tangent + w * q_dot * ntk
         if diagonal:
             var1 = var2 = cov
         elif symmetric:

@@ -14,7 +14,7 @@ from .base import VarianceKernel
 
 __all__ = ["NNGPKernel", "DeepNetworkKernel"]
 
-_PARAMETERIZATIONS = ("ntk",)
+_PARAMETERIZATIONS = ("ntk", "standard")
 
 
 def _is_sequence(value) -> bool:
@@ -63,6 +63,7 @@ class DeepNetworkKernel(VarianceKernel):
         parameterization: str = "ntk",
         ard_num_dims: int | None = None,
         per_layer: bool = False,
+        width: int | None = None,
         weight_variance_prior: Prior | None = None,
         bias_variance_prior: Prior | None = None,
         weight_variance_constraint: Interval | None = None,
@@ -75,6 +76,15 @@ class DeepNetworkKernel(VarianceKernel):
             raise ValueError(
                 f"parameterization must be one of {_PARAMETERIZATIONS}, got {parameterization!r}"
             )
+        parameterization = parameterization.lower()
+        if parameterization == "standard":
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                raise ValueError(
+                    f"width (hidden-layer width, a positive integer) is required with "
+                    f"parameterization='standard', got {width!r}"
+                )
+        elif width is not None:
+            raise ValueError("width applies only to parameterization='standard'")
         activation = get_activation(activation)
         per_layer = bool(per_layer) or _is_sequence(weight_variance) or _is_sequence(bias_variance)
         num_layers = depth + 1
@@ -93,7 +103,8 @@ class DeepNetworkKernel(VarianceKernel):
         )
         self.depth = depth
         self.activation = activation
-        self.parameterization = parameterization.lower()
+        self.parameterization = parameterization
+        self.width = width
         self.per_layer = per_layer
 
     def _later_layers(self, like: Tensor, diag: bool) -> tuple[list, list]:
@@ -118,9 +129,33 @@ class DeepNetworkKernel(VarianceKernel):
         """NNGP and NTK from one pass (the NTK recursion needs the NNGP one anyway)."""
         var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, divide_by_dim=True)
         weights, biases = self._later_layers(cov, diag)
+        standard = None
+        if compute_ntk and self.parameterization == "standard":
+            standard = (
+                self._standard_first_layer_ntk(x1, x2, diag, last_dim_is_batch),
+                [self.width] * self.depth,
+            )
         return layer_recursion(
-            var1, cov, var2, self.activation, weights, biases, compute_ntk, symmetric=x1 is x2 and not diag
+            var1,
+            cov,
+            var2,
+            self.activation,
+            weights,
+            biases,
+            compute_ntk,
+            symmetric=x1 is x2 and not diag,
+            standard_ntk=standard,
         )
+
+    def _standard_first_layer_ntk(
+        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool
+    ) -> Tensor:
+        # The first layer's gradients are x itself (no sigma_w / sqrt(d) factor) and 1 for a bias.
+        if last_dim_is_batch:
+            x1 = x1.transpose(-1, -2).unsqueeze(-1)
+            x2 = x2.transpose(-1, -2).unsqueeze(-1)
+        theta = (x1 * x2).sum(-1) if diag else x1 @ x2.transpose(-1, -2)
+        return theta + 1.0 if self.has_bias else theta
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
         nngp, ntk = self.nngp_and_ntk(
@@ -151,7 +186,8 @@ class NNGPKernel(DeepNetworkKernel):
             :class:`~gp_ntk.activations.Activation` (e.g. ``ArcCos(order=2)``, ``Numerical(torch.tanh)``).
         weight_variance: :math:`\sigma_w^2 > 0`, a number or ``depth + 1`` numbers (per layer).
         bias_variance: :math:`\sigma_b^2 \ge 0`, a number or ``depth + 1`` numbers; 0 disables biases.
-        parameterization: ``"ntk"`` (the NNGP is the same in the standard parameterization).
+        parameterization: ``"ntk"`` or ``"standard"``; the NNGP is the same in both.
+        width: hidden-layer width, required with ``"standard"`` (see :class:`~gp_ntk.NTKKernel`).
         ard_num_dims: learn one first-layer weight variance per input feature.
         per_layer: one weight and bias variance per layer instead of shared ones.
         weight_variance_prior, bias_variance_prior: optional :class:`gpytorch.priors.Prior`.

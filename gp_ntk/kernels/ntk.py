@@ -26,6 +26,18 @@ class NTKKernel(DeepNetworkKernel):
     :math:`\tfrac{\|x\|\|y\|}{2d}\,\kappa(u)` with
     :math:`\kappa(u) = \big(2u(\pi - \arccos u) + \sqrt{1-u^2}\big)/\pi` and :math:`u = \cos\theta`.
 
+    ``parameterization="standard", width=n`` gives the NTK of the same network in the standard
+    parameterization (neural-tangents' ``Dense(n, W_std, b_std, parameterization="standard")``
+    hidden layers, weights :math:`\sim\mathcal N(0, \sigma_w^2/n_{in})`, biases
+    :math:`\sim\mathcal N(0, \sigma_b^2)`), whose parameter gradients are not rescaled:
+
+    .. math::
+        \Theta^{(1)} = x^\top y + 1_b,\qquad
+        \Theta^{(l+1)} = n\,\mathbb E[\phi(u)\phi(v)] + 1_b + \sigma_{w}^2\,\mathbb E[\phi'(u)\phi'(v)]\,\Theta^{(l)},
+
+    :math:`1_b = 1` with biases and 0 without. It grows linearly in the width, as the
+    standard-parameterization NTK does; the NNGP does not depend on the parameterization.
+
     :meth:`nngp_and_ntk` returns both kernels from one pass.
 
     Example:
