@@ -151,10 +151,15 @@ class DeepNetworkKernel(VarianceKernel):
         self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool
     ) -> Tensor:
         # The first layer's gradients are x itself (no sigma_w / sqrt(d) factor) and 1 for a bias.
+        same = x1 is x2
         if last_dim_is_batch:
             x1 = x1.transpose(-1, -2).unsqueeze(-1)
-            x2 = x2.transpose(-1, -2).unsqueeze(-1)
-        theta = (x1 * x2).sum(-1) if diag else x1 @ x2.transpose(-1, -2)
+            x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
+        if diag:
+            theta = (x1 * x2).sum(-1)
+        else:
+            theta = x1 @ x2.transpose(-1, -2)
+            theta = 0.5 * (theta + theta.transpose(-1, -2)) if same else theta
         return theta + 1.0 if self.has_bias else theta
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
