@@ -207,5 +207,6 @@ def test_arccos_rejects_bad_order(order):
 def test_numerical_rejects_bad_arguments():
     with pytest.raises(ValueError, match="fn must be a callable"):
         Numerical(3.0)
-    with pytest.raises(ValueError, match="degree must be an integer >= 2"):
-        Numerical(torch.tanh, degree=1)
+    for degree in (1, 400, 8.0):
+        with pytest.raises(ValueError, match=r"degree must be an integer in \[2, 256\]"):
+            Numerical(torch.tanh, degree=degree)
