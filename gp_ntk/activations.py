@@ -105,10 +105,10 @@ class ABReLU(Activation):
     def duals(self, var1, cov, var2, derivative=True):
         c, root = normalized_correlation(var1, cov, var2)
         sq, cross = self.a**2 + self.b**2, 2.0 * self.a * self.b
-        q = sq * arccos_j(c, 1)
+        q = arccos_j(c, 1)
         if cross:
-            q = q - cross * arccos_j(-c, 1)
-        q = root * q / _TWO_PI
+            q = q - (cross / sq) * arccos_j(-c, 1)
+        q = root * q * (sq / _TWO_PI)
         if not derivative:
             return q, None
         q_dot = sq * arccos_j(c, 0)

@@ -88,20 +88,30 @@ def _next_q(p: list[float], q: list[float], n: int) -> list[float]:
     return _poly_add(p, _times_one_minus_c2(_poly_derivative(q)), _times_c(q, 2 * n))
 
 
-def _horner(coefficients: Sequence[float], c: Tensor) -> Tensor:
-    out = torch.full_like(c, coefficients[-1])
-    for a in reversed(coefficients[:-1]):
+def _polynomial(coefficients: Sequence[float], c: Tensor) -> Tensor | float:
+    """Horner's rule; a constant stays a Python float and a bare ``c`` is not copied."""
+    if len(coefficients) == 1:
+        return coefficients[0]
+    if tuple(coefficients) == (0.0, 1.0):
+        return c
+    out = coefficients[-1] * c + coefficients[-2]
+    for a in reversed(coefficients[:-2]):
         out = out * c + a
     return out
 
 
 def _arccos_j_value(c: Tensor, order: int) -> Tensor:
     p, q = arccos_j_coefficients(order)
-    # pi - arccos(c) == arccos(-c): one call, no cancellation near c = 1.
-    value = _horner(p, c) * torch.arccos(-c)
-    if any(q):
-        value = value + _horner(q, c) * torch.sqrt(torch.clamp(1.0 - c * c, min=0.0))
-    return value
+    # pi - theta = arccos(-c), and sin(theta) = sin(arccos(-c)): one inverse-trig call, no
+    # cancellation near c = 1, and no sqrt(1 - c^2) to clamp.
+    angle = torch.arccos(-c)
+    p_c = _polynomial(p, c)
+    if not any(q):
+        return angle if isinstance(p_c, float) and p_c == 1.0 else p_c * angle
+    q_c = _polynomial(q, c)
+    sin = torch.sin(angle)
+    sin = sin if isinstance(q_c, float) and q_c == 1.0 else q_c * sin
+    return torch.addcmul(sin, p_c, angle) if isinstance(p_c, Tensor) else sin + p_c * angle
 
 
 def _singular_slope(c: Tensor) -> Tensor:
@@ -163,6 +173,10 @@ def normalized_correlation(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Ten
     # propagates to the output, where the kernels report it, instead of passing for a
     # zero-norm input.
     prod = var1 * var2
+    if not (_has_zero(var1) or _has_zero(var2)):
+        # the common case, without the masks' n x m temporaries
+        root = torch.sqrt(prod)
+        return torch.clamp(cov / root, -1.0, 1.0), root
     positive = prod != 0
     root = torch.sqrt(torch.where(positive, prod, torch.ones_like(prod)))
     both_zero = (var1 == 0) & (var2 == 0)
@@ -172,6 +186,10 @@ def normalized_correlation(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Ten
     # is 0, which is also what clamp passes on for values outside the range.
     c = torch.clamp(c, -1.0, 1.0)
     return c, torch.where(positive, root, torch.zeros_like(root))
+
+
+def _has_zero(var: Tensor) -> bool:
+    return bool((var == 0).any())
 
 
 def _masked_sqrt(var: Tensor) -> Tensor:
@@ -305,7 +323,7 @@ def layer_recursion(
             else:
                 tangent = standard_ntk[1][layer] * q
                 tangent = tangent if b is None else tangent + 1.0
-            ntk = tangent + w * q_dot * ntk
+            ntk = torch.addcmul(tangent, w * q_dot, ntk)
         if diagonal:
             var1 = var2 = cov
         elif symmetric:
@@ -318,7 +336,11 @@ def _symmetrize(a: Tensor) -> Tensor:
 
 
 def _affine(q: Tensor, weight_variance: Tensor | float, bias_variance: Tensor | None) -> Tensor:
-    return weight_variance * q if bias_variance is None else weight_variance * q + bias_variance
+    if bias_variance is None:
+        return weight_variance * q
+    if isinstance(weight_variance, Tensor):
+        return torch.addcmul(bias_variance, weight_variance, q)
+    return weight_variance * q + bias_variance
 
 
 def double_factorial(n: int) -> int:
