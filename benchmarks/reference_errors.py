@@ -16,8 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import gp_ntk  # noqa: E402
 from _helpers import KERNELS, kernel_function, singular_inputs  # noqa: E402
+
+import gp_ntk  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
 ROWS: list[tuple[str, str, float]] = []
