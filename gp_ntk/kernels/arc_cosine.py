@@ -44,7 +44,8 @@ class ArcCosineKernel(VarianceKernel):
     Args:
         order: :math:`n`, a non-negative integer.
         num_layers: number of compositions :math:`L \ge 1`.
-        weight_variance: :math:`\sigma_w^2 > 0`; per input feature with ``ard_num_dims``.
+        weight_variance: :math:`\sigma_w^2 > 0`; with ``ard_num_dims``, one value or a list of one
+            value per input feature (the kernel then has ``input_weight_variance`` only).
         bias_variance: :math:`\sigma_b^2 \ge 0`; 0 disables the bias (no parameter).
         ard_num_dims: one weight variance per input feature (stored as ``input_weight_variance``).
 
@@ -76,7 +77,7 @@ class ArcCosineKernel(VarianceKernel):
         super().__init__(
             weight_variance=weight_variance,
             bias_variance=bias_variance,
-            num_weight_variances=1,
+            num_weight_variances=0 if ard_num_dims is not None else 1,
             num_bias_variances=1,
             ard_num_dims=ard_num_dims,
             weight_variance_prior=weight_variance_prior,

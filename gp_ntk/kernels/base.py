@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -80,7 +81,8 @@ class VarianceKernel(Kernel):
     Parameters are registered with leading batch dimensions, as GPyTorch expects for indexing
     and ``expand_batch``:
 
-    * ``raw_weight_variance``: ``(*batch_shape, num_weight_variances)``;
+    * ``raw_weight_variance``: ``(*batch_shape, num_weight_variances)``, absent when a
+      single-layer kernel has ARD (its only weights are then the per-feature ones);
     * ``raw_bias_variance``: ``(*batch_shape, num_bias_variances)``, absent when biases are off;
     * ``raw_input_weight_variance``: ``(*batch_shape, 1, ard_num_dims)`` with ARD.
     """
@@ -116,25 +118,30 @@ class VarianceKernel(Kernel):
             raise ValueError(
                 f"bias_variance must be all positive or 0 (no biases); got {biases}, which mixes both"
             )
-        weights = self._spread(weights, num_weight_variances, "weight_variance")
-
         self.weight_variance_constraint = weight_variance_constraint or Positive()
-        self.register_parameter(
-            "raw_weight_variance",
-            torch.nn.Parameter(torch.zeros(*self.batch_shape, num_weight_variances)),
-        )
-        self.register_constraint("raw_weight_variance", self.weight_variance_constraint)
-        self._set_weight_variance(torch.tensor(weights))
+        if num_weight_variances > 0:
+            layer_weights = self._spread(weights, num_weight_variances, "weight_variance")
+            self.register_parameter(
+                "raw_weight_variance",
+                torch.nn.Parameter(torch.zeros(*self.batch_shape, num_weight_variances)),
+            )
+            self.register_constraint("raw_weight_variance", self.weight_variance_constraint)
+            self._set_weight_variance(torch.tensor(layer_weights))
+            if weight_variance_prior is not None:
+                self._register_variance_prior(weight_variance_prior, "weight_variance")
         if ard_num_dims is not None:
+            # single-layer kernels (num_weight_variances == 0) take per-feature initial values
+            ard_weights = weights if num_weight_variances == 0 else weights[:1]
+            ard_weights = self._spread(ard_weights, ard_num_dims, "weight_variance (per input feature)")
             self.register_parameter(
                 "raw_input_weight_variance",
                 torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, ard_num_dims)),
             )
-            self.register_constraint("raw_input_weight_variance", Positive())
-            self._set_input_weight_variance(torch.tensor(weights[0]))
-        if weight_variance_prior is not None:
-            self._register_variance_prior(weight_variance_prior, "weight_variance")
-            if ard_num_dims is not None:
+            self.register_constraint(
+                "raw_input_weight_variance", copy.deepcopy(self.weight_variance_constraint)
+            )
+            self._set_input_weight_variance(torch.tensor(ard_weights))
+            if weight_variance_prior is not None:
                 self._register_variance_prior(weight_variance_prior, "input_weight_variance")
 
         if self.has_bias:
@@ -172,7 +179,9 @@ class VarianceKernel(Kernel):
     # ------------------------------------------------------------------ properties
 
     @property
-    def weight_variance(self) -> Tensor:
+    def weight_variance(self) -> Tensor | None:
+        if not hasattr(self, "raw_weight_variance"):
+            return None
         return self.raw_weight_variance_constraint.transform(self.raw_weight_variance)
 
     @weight_variance.setter
@@ -208,6 +217,8 @@ class VarianceKernel(Kernel):
         self.initialize(**{raw_name: constraint.inverse_transform(value)})
 
     def _set_weight_variance(self, value: Tensor | float) -> None:
+        if not hasattr(self, "raw_weight_variance"):
+            raise ValueError("with ard_num_dims this kernel's weights are input_weight_variance")
         self._set_positive("raw_weight_variance", value, "weight_variance")
 
     def _set_bias_variance(self, value: Tensor | float) -> None:
@@ -254,6 +265,10 @@ class VarianceKernel(Kernel):
         bias = self._layer_values(self.bias_variance, 1, x1, False)[0] if self.has_bias else None
         scale = 1.0 / x1.shape[-1] if divide_by_dim else 1.0
         return linear_covariances(x1, x2, weight, bias, diag=diag, scale=scale)
+
+    def _weight_summary(self) -> list[float]:
+        weights = self.weight_variance if self.weight_variance is not None else self.input_weight_variance
+        return weights.detach().flatten().tolist()
 
     def _checked_output(self, result: Tensor) -> Tensor:
         """Refuse a non-finite kernel value: with finite inputs it can only be an overflow."""

@@ -30,7 +30,8 @@ class ErfKernel(VarianceKernel):
     with :math:`\sigma_w^2/d` and a readout layer.
 
     Args:
-        weight_variance: :math:`\sigma_w^2 > 0`; per input feature with ``ard_num_dims``.
+        weight_variance: :math:`\sigma_w^2 > 0`; with ``ard_num_dims``, one value or a list of one
+            value per input feature (the kernel then has ``input_weight_variance`` only).
         bias_variance: :math:`\sigma_b^2 \ge 0` (0 drops the prepended 1 and its parameter).
         ard_num_dims: one weight variance per input feature (``input_weight_variance``).
 
@@ -57,7 +58,7 @@ class ErfKernel(VarianceKernel):
         super().__init__(
             weight_variance=weight_variance,
             bias_variance=bias_variance,
-            num_weight_variances=1,
+            num_weight_variances=0 if ard_num_dims is not None else 1,
             num_bias_variances=1,
             ard_num_dims=ard_num_dims,
             weight_variance_prior=weight_variance_prior,
