@@ -433,8 +433,8 @@ class Numerical(Activation):
     algebraically. Measured accuracies are in ``docs/kernels.md``.
 
     ``fn`` must be elementwise and picklable (a torch function such as ``torch.tanh`` or a
-    module-level function; not a lambda) for the kernel to pickle. Cost: ``degree**2``
-    evaluations of ``fn`` on an n x m tensor per layer and dual.
+    module-level function; not a lambda) for the kernel to pickle. Cost: ``2 * degree**2``
+    evaluations of ``fn`` on an n x m tensor per layer and dual (both orders of (u, v)).
     """
 
     fn: Callable[[Tensor], Tensor] = torch.tanh

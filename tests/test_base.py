@@ -372,3 +372,11 @@ def test_exact_gp_cholesky_and_cg_paths_agree():
         losses[name] = float(loss)
     # measured: 0.1 % apart (stochastic Lanczos log-determinant with 64 probes)
     assert losses["cg"] == pytest.approx(losses["cholesky"], rel=2e-2)
+
+
+def test_float_assignment_keeps_float64_precision():
+    kernel = gp_ntk.NNGPKernel(2, "relu").double()
+    kernel.weight_variance = 0.7
+    kernel.bias_variance = 0.3
+    assert float(kernel.weight_variance) == pytest.approx(0.7, rel=1e-14)
+    assert float(kernel.bias_variance) == pytest.approx(0.3, rel=1e-14)

@@ -210,7 +210,8 @@ class VarianceKernel(Kernel):
 
     def _set_positive(self, raw_name: str, value: Tensor | float, name: str) -> None:
         raw = getattr(self, raw_name)
-        value = torch.as_tensor(value).to(raw)
+        # straight to the parameter's dtype: a Python float must not round through float32
+        value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)
         if not bool(torch.isfinite(value).all()) or bool((value <= 0).any()):
             raise ValueError(f"{name} must be positive and finite, got {value}")
         constraint = getattr(self, f"{raw_name}_constraint")
