@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import activations, functional, settings
+from . import activations, fitting, functional, lazy, models, selection, settings
 from .activations import (
     GELU,
     ABReLU,
@@ -19,7 +19,11 @@ from .activations import (
     Step,
     get_activation,
 )
+from .fitting import FitError, FitResult, fit
 from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
+from .lazy import BlockedKernelLinearOperator
+from .models import ExactGPModel, VariationalGPModel
+from .selection import compare_kernels
 
 __version__ = "0.1.0"
 
@@ -29,9 +33,13 @@ __all__ = [
     "Activation",
     "ArcCos",
     "ArcCosineKernel",
+    "BlockedKernelLinearOperator",
     "Cos",
     "Erf",
     "ErfKernel",
+    "ExactGPModel",
+    "FitError",
+    "FitResult",
     "GELU",
     "Identity",
     "LeakyReLU",
@@ -41,8 +49,15 @@ __all__ = [
     "ReLU",
     "Sin",
     "Step",
+    "VariationalGPModel",
     "activations",
+    "compare_kernels",
+    "fit",
+    "fitting",
     "functional",
     "get_activation",
+    "lazy",
+    "models",
+    "selection",
     "settings",
 ]

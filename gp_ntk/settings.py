@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["check_finite"]
+__all__ = ["check_finite", "lazy_evaluation"]
 
 
 class check_finite:
@@ -40,3 +40,70 @@ class check_finite:
 
     def __exit__(self, *exc) -> None:
         type(self)._state = self._previous
+
+
+class lazy_evaluation:
+    """When a kernel returns a blocked, never-materialised operator instead of a dense matrix.
+
+    ``"auto"`` (default): lazily once a full matrix ``k(X1, X2)`` would exceed
+    ``min_elements`` entries (2**24 = 16.8 M, 134 MB in float64); ``"always"``; ``"never"``.
+    The operator (:class:`gp_ntk.lazy.BlockedKernelLinearOperator`) evaluates ``block_elements``
+    entries at a time for matrix products and hyperparameter gradients, so CG/Lanczos inference
+    (GPyTorch's path above ``max_cholesky_size``) needs memory linear in N. Where GPyTorch
+    asks for the dense matrix (the Cholesky path) the operator builds it once, exactly as the
+    dense path would.
+
+    Example:
+        >>> with gp_ntk.settings.lazy_evaluation("always", block_elements=2**20):
+        ...     loss = -mll(model(train_x), train_y)
+    """
+
+    _mode: str = "auto"
+    _min_elements: int = 2**24
+    _block_elements: int = 2**21
+    _MODES = ("auto", "always", "never")
+
+    def __init__(
+        self, mode: str = "always", min_elements: int | None = None, block_elements: int | None = None
+    ):
+        self._check(mode, min_elements, block_elements)
+        self.mode = mode
+        self.min_elements = type(self)._min_elements if min_elements is None else int(min_elements)
+        self.block_elements = type(self)._block_elements if block_elements is None else int(block_elements)
+
+    @classmethod
+    def _check(cls, mode, min_elements, block_elements) -> None:
+        if mode not in cls._MODES:
+            raise ValueError(f"mode must be one of {cls._MODES}, got {mode!r}")
+        for name, value in (("min_elements", min_elements), ("block_elements", block_elements)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    @classmethod
+    def set(cls, mode: str, min_elements: int | None = None, block_elements: int | None = None) -> None:
+        cls._check(mode, min_elements, block_elements)
+        cls._mode = mode
+        if min_elements is not None:
+            cls._min_elements = int(min_elements)
+        if block_elements is not None:
+            cls._block_elements = int(block_elements)
+
+    @classmethod
+    def applies(cls, num_rows: int, num_cols: int) -> bool:
+        if cls._mode == "never":
+            return False
+        return cls._mode == "always" or num_rows * num_cols > cls._min_elements
+
+    @classmethod
+    def block_rows(cls, num_cols: int) -> int:
+        return max(1, cls._block_elements // max(num_cols, 1))
+
+    def __enter__(self) -> lazy_evaluation:
+        cls = type(self)
+        self._previous = (cls._mode, cls._min_elements, cls._block_elements)
+        cls._mode, cls._min_elements, cls._block_elements = self.mode, self.min_elements, self.block_elements
+        return self
+
+    def __exit__(self, *exc) -> None:
+        cls = type(self)
+        cls._mode, cls._min_elements, cls._block_elements = self._previous

@@ -90,8 +90,10 @@ class ArcCosineKernel(VarianceKernel):
         self.num_layers = num_layers
         self.activation = activation
 
-    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
-        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, divide_by_dim=False)
+    def _evaluate(
+        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, **variances: Tensor
+    ) -> Tensor:
+        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, False, variances)
         # k_n = 2 E[phi(u) phi(v)]: each composition is a layer with weight variance 2, no bias.
         layers = [2.0] * self.num_layers
         kernel, _ = layer_recursion(
@@ -104,7 +106,7 @@ class ArcCosineKernel(VarianceKernel):
             False,
             symmetric=x1 is x2 and not diag,
         )
-        return self._checked_output(kernel)
+        return kernel
 
     def extra_repr(self) -> str:
         return f"order={self.order}, num_layers={self.num_layers}, bias={self.has_bias}"

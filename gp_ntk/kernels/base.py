@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .. import settings
 from ..functional import linear_covariances
+from ..lazy import BlockedKernelLinearOperator
 
 __all__ = ["VarianceKernel", "check_inputs"]
 
@@ -250,8 +251,59 @@ class VarianceKernel(Kernel):
             for i in range(count)
         ]
 
+    def _variances(self) -> dict[str, Tensor]:
+        """The constrained hyperparameters that exist on this kernel, by name.
+
+        :meth:`_evaluate` takes exactly these, so that a lazily evaluated operator can hand it
+        detached copies and differentiate with respect to them.
+        """
+        variances = {}
+        if hasattr(self, "raw_weight_variance"):
+            variances["weight_variance"] = self.weight_variance
+        if self.has_bias:
+            variances["bias_variance"] = self.bias_variance
+        if self.ard_num_dims is not None:
+            variances["input_weight_variance"] = self.input_weight_variance
+        return variances
+
+    # number of trailing non-batch dimensions of each entry of _variances()
+    _NONBATCH_DIMENSIONS = {"weight_variance": 1, "bias_variance": 1, "input_weight_variance": 2}
+
+    def _evaluate(
+        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, **variances: Tensor
+    ) -> Tensor:
+        """The kernel from explicitly given hyperparameters (see :meth:`_variances`)."""
+        raise NotImplementedError
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
+        if (
+            not diag
+            and not last_dim_is_batch
+            and settings.lazy_evaluation.applies(x1.shape[-2], x2.shape[-2])
+        ):
+            check_inputs(x1, x2, self.ard_num_dims)
+            return BlockedKernelLinearOperator(
+                x1,
+                x2,
+                covar_func=self._covariance_block,
+                num_nonbatch_dimensions=self._NONBATCH_DIMENSIONS,
+                **self._variances(),
+            )
+        return self._checked_output(self._evaluate(x1, x2, diag, last_dim_is_batch, **self._variances()))
+
+    def _covariance_block(self, x1: Tensor, x2: Tensor, diag: bool = False, **variances: Tensor) -> Tensor:
+        # Used by BlockedKernelLinearOperator: reads the structure (depth, activation) from the
+        # module but every hyperparameter from its arguments.
+        return self._checked_output(self._evaluate(x1, x2, diag, False, **variances))
+
     def _input_covariances(
-        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, divide_by_dim: bool
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        diag: bool,
+        last_dim_is_batch: bool,
+        divide_by_dim: bool,
+        variances: dict[str, Tensor],
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Checked inputs through the first affine layer (see :func:`linear_covariances`)."""
         if last_dim_is_batch:
@@ -260,10 +312,10 @@ class VarianceKernel(Kernel):
             x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
         check_inputs(x1, x2, self.ard_num_dims)
         if self.ard_num_dims is not None:
-            weight = self.input_weight_variance.to(x1)
+            weight = variances["input_weight_variance"].to(x1)
         else:
-            weight = self._layer_values(self.weight_variance, 1, x1, False)[0]
-        bias = self._layer_values(self.bias_variance, 1, x1, False)[0] if self.has_bias else None
+            weight = self._layer_values(variances["weight_variance"], 1, x1, False)[0]
+        bias = self._layer_values(variances["bias_variance"], 1, x1, False)[0] if self.has_bias else None
         scale = 1.0 / x1.shape[-1] if divide_by_dim else 1.0
         return linear_covariances(x1, x2, weight, bias, diag=diag, scale=scale)
 
@@ -277,7 +329,7 @@ class VarianceKernel(Kernel):
             depth = getattr(self, "depth", getattr(self, "num_layers", 1))
             raise FloatingPointError(
                 f"{type(self).__name__} overflowed in {result.dtype}: the layer variances grow like "
-                f"weight_variance**depth (weight_variance={self.weight_variance.detach().flatten().tolist()}, "
+                f"weight_variance**depth (weight_variance={self._weight_summary()}, "
                 f"depth={depth}). Use float64, a smaller weight_variance or a smaller depth; "
                 "gp_ntk.settings.check_finite(False) returns the non-finite values instead."
             )

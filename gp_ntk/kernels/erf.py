@@ -69,8 +69,10 @@ class ErfKernel(VarianceKernel):
         )
         self.activation = Erf()
 
-    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
-        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, divide_by_dim=False)
+    def _evaluate(
+        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, **variances: Tensor
+    ) -> Tensor:
+        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, False, variances)
         if cov is var1 and var2 is var1:
-            return self._checked_output(self.activation.variance(cov))
-        return self._checked_output(self.activation.dual(var1, cov, var2))
+            return self.activation.variance(cov)
+        return self.activation.dual(var1, cov, var2)

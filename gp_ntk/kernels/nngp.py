@@ -107,16 +107,16 @@ class DeepNetworkKernel(VarianceKernel):
         self.width = width
         self.per_layer = per_layer
 
-    def _later_layers(self, like: Tensor, diag: bool) -> tuple[list, list]:
+    def _later_layers(self, like: Tensor, diag: bool, variances: dict[str, Tensor]) -> tuple[list, list]:
         """Weight and bias variances of layers 2 .. depth + 1, shaped for the covariances."""
         num_layers = self.depth + 1
         if self.ard_num_dims is not None:
-            weights = self._layer_values(self.weight_variance, self.depth, like, diag)
+            weights = self._layer_values(variances["weight_variance"], self.depth, like, diag)
         else:
-            weights = self._layer_values(self.weight_variance, num_layers, like, diag)[1:]
+            weights = self._layer_values(variances["weight_variance"], num_layers, like, diag)[1:]
         if not self.has_bias:
             return weights, [None] * self.depth
-        return weights, self._layer_values(self.bias_variance, num_layers, like, diag)[1:]
+        return weights, self._layer_values(variances["bias_variance"], num_layers, like, diag)[1:]
 
     def nngp_and_ntk(
         self,
@@ -127,8 +127,19 @@ class DeepNetworkKernel(VarianceKernel):
         last_dim_is_batch: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """NNGP and NTK from one pass (the NTK recursion needs the NNGP one anyway)."""
-        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, divide_by_dim=True)
-        weights, biases = self._later_layers(cov, diag)
+        return self._nngp_and_ntk(x1, x2, diag, compute_ntk, last_dim_is_batch, self._variances())
+
+    def _nngp_and_ntk(
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        diag: bool,
+        compute_ntk: bool,
+        last_dim_is_batch: bool,
+        variances: dict[str, Tensor],
+    ) -> tuple[Tensor, Tensor | None]:
+        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, True, variances)
+        weights, biases = self._later_layers(cov, diag, variances)
         standard = None
         if compute_ntk and self.parameterization == "standard":
             standard = (
@@ -162,11 +173,11 @@ class DeepNetworkKernel(VarianceKernel):
             theta = 0.5 * (theta + theta.transpose(-1, -2)) if same else theta
         return theta + 1.0 if self.has_bias else theta
 
-    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
-        nngp, ntk = self.nngp_and_ntk(
-            x1, x2, diag=diag, compute_ntk=self._returns_ntk, last_dim_is_batch=last_dim_is_batch
-        )
-        return self._checked_output(ntk if self._returns_ntk else nngp)
+    def _evaluate(
+        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, **variances: Tensor
+    ) -> Tensor:
+        nngp, ntk = self._nngp_and_ntk(x1, x2, diag, self._returns_ntk, last_dim_is_batch, variances)
+        return ntk if self._returns_ntk else nngp
 
     def extra_repr(self) -> str:
         return (

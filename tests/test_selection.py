@@ -1,0 +1,63 @@
+"""gp_ntk.selection: ranking kernels by log marginal likelihood."""
+
+from __future__ import annotations
+
+import math
+
+import gpytorch
+import pytest
+import torch
+from linear_operator.utils.errors import NotPSDError
+
+import gp_ntk
+from gp_ntk.selection import compare_kernels, format_table, kernel_grid
+
+
+def test_kernel_grid_names_and_fresh_kernels():
+    grid = kernel_grid(depths=(1, 4), activations=("relu",), kinds=("ntk",), baselines=("rbf",))
+    assert list(grid) == ["ntk-relu-d1", "ntk-relu-d4", "rbf"]
+    assert grid["ntk-relu-d4"].depth == 4 and isinstance(grid["ntk-relu-d1"], gp_ntk.NTKKernel)
+    assert kernel_grid()["ntk-relu-d1"] is not kernel_grid()["ntk-relu-d1"]
+
+
+def test_compare_kernels_ranks_the_generating_kernel_above_a_mismatched_one(float64_default):
+    # data from a linear function: the identity-activation NNGP (a linear kernel) explains it
+    # with far fewer effective degrees of freedom than a deep step-activation kernel
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(150, 3, generator=g)
+    y = x @ torch.tensor([1.0, -0.5, 2.0]) + 0.05 * torch.randn(150, generator=g)
+    rows = compare_kernels(
+        x,
+        y,
+        {"linear": gp_ntk.NNGPKernel(1, "identity"), "step-d3": gp_ntk.NNGPKernel(3, "step")},
+        max_iter=150,
+        progress=False,
+        keep_models=True,
+    )
+    assert [r.name for r in rows] == ["linear", "step-d3"]
+    assert rows[0].log_marginal_likelihood > rows[1].log_marginal_likelihood + 10
+    n = y.shape[0]
+    assert rows[0].log_marginal_likelihood == pytest.approx(rows[0].per_point * n)
+    assert isinstance(rows[0].model, gp_ntk.ExactGPModel)
+    table = format_table(rows)
+    assert "linear" in table and "step-d3" in table and "vs best" in table
+
+
+class _AlwaysFails(gpytorch.kernels.RBFKernel):
+    def forward(self, *args, **kwargs):
+        raise NotPSDError("always (test)")
+
+
+def test_failed_candidate_is_reported_not_fatal():
+    x = torch.randn(30, 2, dtype=torch.float64)
+    y = x[:, 0].clone()
+    rows = compare_kernels(
+        x, y, {"ok": "rbf", "bad": _AlwaysFails()}, max_iter=10, max_recoveries=1, progress=False
+    )
+    assert rows[0].name == "ok" and rows[-1].status == "failed"
+    assert rows[-1].log_marginal_likelihood == -math.inf
+
+
+def test_compare_kernels_needs_candidates():
+    with pytest.raises(ValueError, match="at least one"):
+        compare_kernels(torch.randn(5, 2), torch.randn(5), {})
