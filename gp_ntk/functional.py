@@ -101,7 +101,8 @@ def _polynomial(coefficients: Sequence[float], c: Tensor) -> Tensor | float:
 
 
 def _arccos_j_value(c: Tensor, order: int) -> Tensor:
-    p, q = arccos_j_coefficients(order)
+    # (compiled graphs trace the polynomial construction itself: dynamo warns on lru_cache)
+    p, q = (arccos_j_coefficients.__wrapped__ if torch.compiler.is_compiling() else arccos_j_coefficients)(order)
     # pi - theta = arccos(-c), and sin(theta) = sin(arccos(-c)): one inverse-trig call, no
     # cancellation near c = 1, and no sqrt(1 - c^2) to clamp.
     angle = torch.arccos(-c)
@@ -157,6 +158,15 @@ def arccos_j(c: Tensor, order: int) -> Tensor:
     the derivative :math:`1/\sqrt{1-c^2}` is used away from :math:`c=\pm1` and the symmetric
     subgradient 0 within a few ulps of it.
     """
+    if not (torch.is_grad_enabled() and c.requires_grad):
+        # no graph wanted (CG products, predictions): skip the autograd.Function
+        return _arccos_j_value(c, order)
+    if torch.compiler.is_compiling():
+        # Compiled graphs are traced with plain operations; the value carries its derivative
+        # n^2 J_{n-1} (or the masked 1/sqrt(1 - c^2)) as a detached factor, which gives the same
+        # first derivative as the custom backward and lets the compiler fuse both passes.
+        slope = _singular_slope(c) if order == 0 else (order * order) * _arccos_j_value(c, order - 1)
+        return _arccos_j_value(c, order).detach() + (c - c.detach()) * slope.detach()
     return _ArcCosJ.apply(c, order)
 
 
@@ -189,7 +199,8 @@ def normalized_correlation(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Ten
 
 
 def _has_zero(var: Tensor) -> bool:
-    return bool((var == 0).any())
+    # a compiled graph takes the branch-free masked path rather than a data-dependent branch
+    return torch.compiler.is_compiling() or bool((var == 0).any())
 
 
 def _masked_sqrt(var: Tensor) -> Tensor:

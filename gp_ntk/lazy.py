@@ -37,9 +37,11 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
     Args:
         x1: ``(*batch, N, d)``.
         x2: ``(*batch, M, d)``.
-        covar_func: ``covar_func(x1, x2, diag=False, **params)`` returning the dense block
-            ``k(x1, x2)`` (or its diagonal with ``diag=True``); it must use only the tensors it
-            is given, never a module's parameters, so that gradients reach ``params``.
+        covar_func: ``covar_func(x1, x2, diag=False, compiled=False, **params)`` returning the
+            dense block ``k(x1, x2)`` (or its diagonal with ``diag=True``; ``compiled`` asks for
+            the ``torch.compile`` path, see :class:`gp_ntk.settings.compile_kernels`); it must use
+            only the tensors it is given, never a module's parameters, so that gradients reach
+            ``params``.
         num_nonbatch_dimensions: as for ``KernelLinearOperator``.
         **params: hyperparameter tensors with leading batch dimensions.
 
@@ -78,6 +80,10 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
         step = settings.lazy_evaluation.block_rows(cols)
         return [(start, min(start + step, rows)) for start in range(0, rows, step)]
 
+    def _compiled(self) -> bool:
+        rows, cols = self.x1.shape[-2], self.x2.shape[-2]
+        return settings.compile_kernels.applies(rows * cols * max(1, self.batch_shape.numel()))
+
     @staticmethod
     def _block(
         covar_func: Callable[..., Tensor],
@@ -87,10 +93,11 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
         start: int,
         stop: int,
         symmetric: bool,
+        compiled: bool = False,
     ) -> Tensor:
         """Rows ``start:stop`` of ``k(x1, x2)``; when symmetric, with the exact diagonal."""
         rows = x1[..., start:stop, :]
-        block = covar_func(rows, x2, **params)
+        block = covar_func(rows, x2, compiled=compiled, **params)
         if not symmetric:
             return block
         # out of place, so that autograd sees K_ii come from the kernel's diag path
@@ -124,8 +131,9 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
             rhs = rhs.unsqueeze(-1)
         params = self._all_params()
         symmetric = self._is_symmetric()
+        compiled = self._compiled()
         products = [
-            self._block(self.covar_func, self.x1, self.x2, params, start, stop, symmetric) @ rhs
+            self._block(self.covar_func, self.x1, self.x2, params, start, stop, symmetric, compiled) @ rhs
             for start, stop in self._row_blocks()
         ]
         result = torch.cat(products, dim=-2)
@@ -152,15 +160,16 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
             operator = self.representation_tree()(*args)
         params = operator._all_params()
         symmetric = operator._is_symmetric()
+        compiled = operator._compiled()
         grads: list[Tensor | None] = [None] * len(args)
         targets = [args[i] for i in wanted]
         for start, stop in operator._row_blocks():
             with torch.enable_grad():
                 block = self._block(
-                    operator.covar_func, operator.x1, operator.x2, params, start, stop, symmetric
+                    operator.covar_func, operator.x1, operator.x2, params, start, stop, symmetric, compiled
                 )
                 loss = (left_vecs[..., start:stop, :] * (block @ right_vecs)).sum()
-                block_grads = torch.autograd.grad(loss, targets, allow_unused=True, retain_graph=True)
+                block_grads = torch.autograd.grad(loss, targets, allow_unused=True)
             for i, grad in zip(wanted, block_grads):
                 if grad is not None:
                     grads[i] = grad if grads[i] is None else grads[i] + grad

@@ -34,7 +34,7 @@ def _prior_draw(kernel, x, noise, seed):
 # Recovery of known variances. Truth: depth-2 erf NNGP, weight_variance 2.0, bias_variance 0.5,
 # noise 0.01, n = 400 standard-normal inputs in d = 3, no ScaleKernel (which would duplicate the
 # last layer's weight variance). `python benchmarks/variance_recovery.py` draws 20 data sets and
-# reports the spread of the maximum-likelihood estimates; the bounds below are about 3 of those
+# reports the spread of the maximum-likelihood estimates; RECOVERY_TOLERANCE below is 3 of those
 # standard deviations around the truth.
 TRUE_WEIGHT, TRUE_BIAS, TRUE_NOISE = 2.0, 0.5, 0.01
 
@@ -58,7 +58,10 @@ def test_fit_recovers_known_variances_from_nngp_prior_draws(seed, float64_defaul
     assert abs(noise - TRUE_NOISE) / TRUE_NOISE < RECOVERY_TOLERANCE["noise"], noise
 
 
-RECOVERY_TOLERANCE = {"weight": 0.5, "bias": 0.8, "noise": 0.5}
+# 20 draws (benchmarks/variance_recovery.py): sd / truth = 0.045 (weight), 0.44 (bias), 0.065
+# (noise); worst relative errors 0.075, 1.17, 0.12. Bounds: 3 sd. The bias variance of a deep
+# network is weakly identified at n = 400 (it adds a near-constant at every layer).
+RECOVERY_TOLERANCE = {"weight": 0.15, "bias": 1.35, "noise": 0.2}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -17,6 +19,17 @@ from ..functional import linear_covariances
 from ..lazy import BlockedKernelLinearOperator
 
 __all__ = ["VarianceKernel", "check_inputs"]
+
+
+def _evaluate_block(kernel: VarianceKernel, x1: Tensor, x2: Tensor, **variances: Tensor) -> Tensor:
+    return kernel._evaluate(x1, x2, False, False, **variances)
+
+
+@functools.cache
+def _compiled_evaluate():
+    # one compiled function for all kernels: dynamo guards on the kernel's type and structure
+    # (depth, activation) and keeps one graph per configuration
+    return torch.compile(_evaluate_block, dynamic=True)
 
 
 def _as_initial_values(value: float | Sequence[float] | Tensor, name: str) -> list[float]:
@@ -58,7 +71,8 @@ def check_inputs(x1: Tensor, x2: Tensor, ard_num_dims: int | None = None, check_
             f"x1 and x2 must have the same number of features (last dimension), "
             f"got x1: {x1.shape[-1]} and x2: {x2.shape[-1]}"
         )
-    if not check_values:
+    if not check_values or torch.compiler.is_compiling():
+        # compiled block evaluation: the operator checked the whole inputs before
         return
     if ard_num_dims is not None and x1.shape[-1] != ard_num_dims:
         raise ValueError(
@@ -291,9 +305,24 @@ class VarianceKernel(Kernel):
             )
         return self._checked_output(self._evaluate(x1, x2, diag, last_dim_is_batch, **self._variances()))
 
-    def _covariance_block(self, x1: Tensor, x2: Tensor, diag: bool = False, **variances: Tensor) -> Tensor:
+    def _covariance_block(
+        self, x1: Tensor, x2: Tensor, diag: bool = False, compiled: bool = False, **variances: Tensor
+    ) -> Tensor:
         # Used by BlockedKernelLinearOperator: reads the structure (depth, activation) from the
         # module but every hyperparameter from its arguments.
+        if compiled and not diag and not settings.compile_kernels._broken:
+            try:
+                return self._checked_output(_compiled_evaluate()(self, x1, x2, **variances))
+            except FloatingPointError:
+                raise
+            except Exception as error:  # no compiler, unsupported op: eager from now on
+                settings.compile_kernels._broken = True
+                warnings.warn(
+                    f"torch.compile is unavailable here ({type(error).__name__}: {str(error)[:200]}); "
+                    "gp_ntk evaluates kernels eagerly from now on",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return self._checked_output(self._evaluate(x1, x2, diag, False, **variances))
 
     def _input_covariances(
