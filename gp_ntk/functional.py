@@ -102,7 +102,10 @@ def _polynomial(coefficients: Sequence[float], c: Tensor) -> Tensor | float:
 
 def _arccos_j_value(c: Tensor, order: int) -> Tensor:
     # (compiled graphs trace the polynomial construction itself: dynamo warns on lru_cache)
-    p, q = (arccos_j_coefficients.__wrapped__ if torch.compiler.is_compiling() else arccos_j_coefficients)(order)
+    coefficients = (
+        arccos_j_coefficients.__wrapped__ if torch.compiler.is_compiling() else arccos_j_coefficients
+    )
+    p, q = coefficients(order)
     # pi - theta = arccos(-c), and sin(theta) = sin(arccos(-c)): one inverse-trig call, no
     # cancellation near c = 1, and no sqrt(1 - c^2) to clamp.
     angle = torch.arccos(-c)
