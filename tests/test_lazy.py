@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import gpytorch
 import pytest
 import torch
@@ -217,6 +219,7 @@ def test_lazy_checks_inputs_before_building():
         kernel.forward(x, x)
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
 def test_compiled_blocks_match_eager_values_and_gradients(float64_default):
     """The torch.compile path (one fused graph per layer) against eager evaluation."""
     kernel = gp_ntk.NTKKernel(2, "relu", 2.0, 0.1)
@@ -242,3 +245,28 @@ def test_compiled_blocks_match_eager_values_and_gradients(float64_default):
     for c, e in zip(compiled[1], eager[1]):
         assert torch.isfinite(c).all()
         torch.testing.assert_close(c, e, rtol=1e-6, atol=1e-6 * float(e.abs().max()))
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch, float64_default):
+    from gp_ntk.kernels import base
+
+    def broken():
+        def fail(*args, **kwargs):
+            raise RuntimeError("no compiler here (test)")
+
+        return fail
+
+    monkeypatch.setattr(base, "_compiled_evaluate", broken)
+    monkeypatch.setattr(gp_ntk.settings.compile_kernels, "_broken", False)
+    kernel = gp_ntk.NNGPKernel(2, "relu", 2.0, 0.1)
+    x = _inputs(30)
+    v = torch.randn(30, 2)
+    with (
+        gp_ntk.settings.lazy_evaluation("always", block_elements=200),
+        gp_ntk.settings.compile_kernels("always"),
+        pytest.warns(RuntimeWarning, match="torch.compile is unavailable"),
+    ):
+        product = kernel(x, x).evaluate_kernel() @ v
+    assert gp_ntk.settings.compile_kernels._broken
+    assert not gp_ntk.settings.compile_kernels.applies(10**12)
+    torch.testing.assert_close(product, _dense(kernel, x, x) @ v, rtol=1e-12, atol=1e-12)
