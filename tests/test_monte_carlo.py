@@ -574,7 +574,12 @@ def test_relu_one_hidden_layer_closed_form(input_set, weight_variance, bias_vari
         torch.testing.assert_close(nngp, textbook, rtol=1e-12, atol=1e-12)
     kernel_args = (1, ReLU(), weight_variance, bias_variance)
     torch.testing.assert_close(_dense(_nngp(*kernel_args), x), nngp, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(_dense(_ntk(*kernel_args), x), ntk, rtol=1e-10, atol=1e-12)
+    # The NTK's (pi - t) term has a cusp at t = 0 and t = pi: between parallel or anti-parallel
+    # rows the Gram entries carry an O(eps) rounding (which depends on the BLAS's summation
+    # order), and any angle computed from them is uncertain by O(sqrt(eps)), in this reference
+    # as in the kernel. Elsewhere both agree to rounding.
+    ntk_atol = 1e-7 * float(ntk.abs().max()) if input_set == "structured" else 1e-12
+    torch.testing.assert_close(_dense(_ntk(*kernel_args), x), ntk, rtol=1e-10, atol=ntk_atol)
 
     # One very wide nn.Linear layer: the empirical NNGP (W/n) sum_i relu(z_i(x)) relu(z_i(y)) + B
     # averages n iid units, so it is exactly unbiased at depth 1, with its standard error from
