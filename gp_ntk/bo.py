@@ -291,7 +291,9 @@ def bo_kernel(
             outputscale_prior=_log_normal(1.0, _OUTPUTSCALE_PRIOR_SCALE),
             outputscale_constraint=GreaterThan(_MIN_VARIANCE),
         )
-    return ScaleKernel(kernel, **scale_options)
+    scaled = ScaleKernel(kernel, **scale_options)
+    scaled.outputscale = 1.0  # the prior's mode (GPyTorch would start at softplus(0) = 0.69)
+    return scaled
 
 
 # ---------------------------------------------------------------------------------- models
