@@ -13,6 +13,8 @@ Surrogates (``--surrogates``):
 * ``ntk``: ``gp_ntk.bo.make_bo_model(kernel="ntk")``, a depth-3 ReLU NTK in a ``ScaleKernel``
   with the module's priors, inputs mapped onto [-1, 1]^d by ``CenteredNormalize``;
 * ``nngp-relu``, ``nngp-erf``: the same with the depth-3 NNGP kernel, ReLU or erf;
+* ``ntk-unit``, ``nngp-unit``: the ReLU NTK / NNGP divided by their prior standard deviations
+  (``normalize=True``, :class:`gp_ntk.bo.UnitVarianceKernel`);
 * ``ibnn``: BoTorch's ``InfiniteWidthBNNKernel(depth=3)`` in a ``ScaleKernel``, inputs
   ``Normalize``-d onto [0, 1]^d, no priors: the set-up of BoTorch's own documentation;
 * ``matern``: Matern-5/2 with ARD and BoTorch's Gamma priors (lengthscale Gamma(3, 6),
@@ -123,6 +125,16 @@ def _problems() -> dict[str, Problem]:
             20,
             4,
         ),
+        # Levy's optimum (1, ..., 1) lies near the centre of its box [-10, 10]^d, i.e. near the
+        # origin of a centred kernel; this variant moves the box so that the optimum is at -0.4
+        # in every centred coordinate, to check that this is not what the network kernels exploit
+        Problem(
+            "levy-10-shifted",
+            lambda: Levy(dim=10, negate=True, bounds=[(-5.0, 15.0)] * 10).to(DTYPE),
+            50,
+            10,
+            2,
+        ),
         # small problems of the quick (CI) run
         Problem("branin-2-quick", lambda: Branin(negate=True).to(DTYPE), 8, 4, 2),
         Problem(
@@ -202,6 +214,8 @@ SURROGATES: dict[str, Callable | None] = {
     "ntk": _network("ntk", depth=3, activation="relu"),
     "nngp-relu": _network("nngp", depth=3, activation="relu"),
     "nngp-erf": _network("nngp", depth=3, activation="erf"),
+    "ntk-unit": _network("ntk", depth=3, activation="relu", normalize=True),
+    "nngp-unit": _network("nngp", depth=3, activation="relu", normalize=True),
     "ibnn": _ibnn,
     "matern": _matern,
     "rbf": _rbf,
@@ -211,6 +225,8 @@ LABELS = {
     "ntk": "NTK (ReLU, 3)",
     "nngp-relu": "NNGP (ReLU, 3)",
     "nngp-erf": "NNGP (erf, 3)",
+    "ntk-unit": "NTK, unit variance",
+    "nngp-unit": "NNGP (ReLU), unit variance",
     "ibnn": "BoTorch IBNN (3)",
     "matern": "Matern-5/2",
     "rbf": "RBF (BoTorch default)",
@@ -518,6 +534,7 @@ def _study_configs() -> dict[str, Callable]:
         "NTK, ARD": _network("ntk", ard=True),
         "NNGP ReLU": _network("nngp"),
         "NNGP erf": _network("nngp", activation="erf"),
+        "NTK, unit variance": _network("ntk", normalize=True),
         "IBNN on [0, 1]^d": _ibnn,
         "IBNN centred": ibnn_centred,
         "Matern-5/2": _matern,

@@ -2,7 +2,7 @@ r"""Bayesian optimisation with infinite-width network kernels as BoTorch surroga
 
 Every gp_ntk kernel is a GPyTorch ``Kernel``, so adopting one in BoTorch is one argument::
 
-    model = SingleTaskGP(train_X, train_Y, covar_module=ScaleKernel(gp_ntk.NTKKernel(depth=2)),
+    model = SingleTaskGP(train_X, train_Y, covar_module=ScaleKernel(gp_ntk.NTKKernel(depth=3)),
                          input_transform=gp_ntk.bo.CenteredNormalize(d, bounds))
 
 This module adds what that line leaves to the user:
@@ -15,9 +15,10 @@ This module adds what that line leaves to the user:
 * :func:`bo_kernel` and :func:`make_bo_model`: a ``ScaleKernel``-wrapped network kernel with
   priors that make its hyperparameters identifiable, inside a ``SingleTaskGP`` with the
   centring transform and ``Standardize``. The choices and the measurements behind them are in
-  ``docs/bo.md``.
-* :func:`fit_bo_model`: BoTorch's ``fit_gpytorch_mll``, retried with more Cholesky jitter and
-  fresh hyperparameters when it fails.
+  ``docs/bo.md``. :class:`UnitVarianceKernel` optionally divides out a network kernel's prior
+  variance, which otherwise grows towards the corners of the box.
+* :func:`fit_bo_model`: BoTorch's ``fit_gpytorch_mll``, retried from the initial
+  hyperparameters with 100x more Cholesky jitter when it fails.
 * :func:`run_bo`: a complete, fault-tolerant BO loop (Sobol initial design, fit, acquisition
   optimisation, evaluation) that reports and recovers from NaN objective values, candidates
   outside the bounds or repeating earlier ones, failed fits and failed acquisition
@@ -70,6 +71,7 @@ __all__ = [
     "BOResult",
     "CenteredNormalize",
     "FitReport",
+    "UnitVarianceKernel",
     "bo_kernel",
     "check_bounds",
     "fit_bo_model",
@@ -80,8 +82,6 @@ __all__ = [
 BO_KERNEL_NAMES = ("ntk", "nngp", "arccos", "erf")
 
 # Prior hyperparameters (see docs/bo.md, "Why these defaults", for the measurements).
-# Variance-preserving weight variance of each activation: E[phi(u)^2] = q / weight_variance.
-_VARIANCE_PRESERVING = {"relu": 2.0}
 _DEFAULT_WEIGHT_VARIANCE = 2.0
 _DEFAULT_BIAS_VARIANCE = 0.1
 _WEIGHT_PRIOR_SCALE = 0.5
@@ -208,6 +208,60 @@ def check_bounds(bounds: Tensor, num_dims: int | None = None, name: str = "bound
 # ---------------------------------------------------------------------------------- kernels
 
 
+class UnitVarianceKernel(Kernel):
+    r"""A kernel divided by its prior standard deviations: unit prior variance everywhere.
+
+    .. math::
+        \tilde k(x, y) = \frac{k(x, y)}{\sqrt{k(x, x)\,k(y, y)}}
+
+    is the correlation of the base kernel's GP: the same functions, rescaled pointwise to unit
+    variance (:math:`D K D` with :math:`D` diagonal and positive, so still positive
+    semi-definite). A dot-product kernel's prior variance grows with :math:`\lVert x\rVert`
+    (for ReLU, :math:`k(x, x) = w\lVert x\rVert^2/d + ` bias terms), so on a centred box it is
+    largest at the corners; an acquisition function that rewards variance then proposes
+    corners, and in high dimension almost only corners (``docs/bo.md`` measures this). Dividing
+    the variance out leaves only the angular structure.
+
+    For ``k(X, X)`` the variances are read off the matrix's own diagonal, so the diagonal is
+    exactly 1 and the matrix exactly symmetric when the base kernel's is (gp_ntk's are). The
+    matrix is evaluated densely (BO-sized data). The base kernel must have a positive diagonal, which
+    any gp_ntk kernel with ``bias_variance > 0`` has; exact zeros are kept as zero rows.
+
+    Args:
+        base_kernel: any kernel; its ``batch_shape`` is taken over.
+    """
+
+    has_lengthscale = False
+
+    def __init__(self, base_kernel: Kernel, **kwargs: Any) -> None:
+        if not isinstance(base_kernel, Kernel):
+            raise ValueError(f"base_kernel must be a gpytorch Kernel, got {type(base_kernel).__name__}")
+        kwargs.setdefault("batch_shape", base_kernel.batch_shape)
+        super().__init__(**kwargs)
+        self.base_kernel = base_kernel
+
+    @property
+    def is_stationary(self) -> bool:
+        return self.base_kernel.is_stationary
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
+        if last_dim_is_batch:
+            raise ValueError("UnitVarianceKernel does not support last_dim_is_batch")
+        if diag:
+            variance = self.base_kernel(x1, diag=True)
+            return torch.where(variance > 0, torch.ones_like(variance), torch.zeros_like(variance))
+        covariance = self.base_kernel(x1, x2).to_dense()
+        if x1 is x2:
+            variance1 = variance2 = covariance.diagonal(dim1=-2, dim2=-1)
+        else:
+            variance1 = self.base_kernel(x1, diag=True)
+            variance2 = self.base_kernel(x2, diag=True)
+        # sqrt of the product: v_i v_j = v_j v_i and sqrt(v_i v_i) = v_i exactly in IEEE arithmetic,
+        # so a symmetric base matrix stays exactly symmetric with an exactly unit diagonal
+        product = variance1.unsqueeze(-1) * variance2.unsqueeze(-2)
+        return covariance / product.clamp_min(torch.finfo(covariance.dtype).tiny).sqrt()
+
+
 def _log_normal(mode: float, scale: float) -> LogNormalPrior:
     # parameterised by its mode exp(loc - scale^2), the value a MAP fit is pulled towards
     return LogNormalPrior(loc=math.log(mode) + scale**2, scale=scale)
@@ -221,6 +275,7 @@ def bo_kernel(
     activation: str = "relu",
     ard: bool = False,
     priors: bool = True,
+    normalize: bool = False,
     batch_shape: torch.Size | None = None,
     **kernel_kwargs: Any,
 ) -> ScaleKernel:
@@ -238,7 +293,8 @@ def bo_kernel(
       keeps it learnable, the small mode keeps inputs dominant (``docs/kernels.md`` section 11).
     * ``outputscale``: mode 1, :math:`s = 1`, for standardised outcomes.
 
-    All three are kept above :math:`10^{-4}` (the weight variance above :math:`10^{-4}` times its mode). The measurements behind these choices are
+    All three are initialised at their modes and kept above :math:`10^{-4}` (the weight
+    variance above :math:`10^{-4}` times its mode). The measurements behind these choices are
     in ``docs/bo.md``.
 
     Args:
@@ -251,6 +307,10 @@ def bo_kernel(
         activation: activation of the NNGP/NTK (any name or object gp_ntk accepts).
         ard: one first-layer weight variance per input feature (same prior).
         priors: attach the priors above (``False``: plain ``Positive`` parameters, no priors).
+        normalize: wrap the kernel in :class:`UnitVarianceKernel` (unit prior variance
+            everywhere, the outputscale is then the prior variance). Off by default: measured
+            in ``docs/bo.md``, it helps where a plain dot-product kernel keeps proposing
+            corners of a high-dimensional box and costs elsewhere.
         batch_shape: kernel batch shape, e.g. ``torch.Size([m])`` for ``m`` independent outputs.
         **kernel_kwargs: passed on to the kernel's constructor.
     """
@@ -285,6 +345,8 @@ def bo_kernel(
         kernel = ArcCosineKernel(order=1, num_layers=depth, **options)
     else:
         kernel = ErfKernel(**options)
+    if normalize:
+        kernel = UnitVarianceKernel(kernel)
     scale_options: dict[str, Any] = {"batch_shape": batch_shape}
     if priors:
         scale_options.update(
@@ -339,6 +401,7 @@ def make_bo_model(
     activation: str = "relu",
     ard: bool = False,
     priors: bool = True,
+    normalize: bool = False,
     input_transform: InputTransform | None = None,
     outcome_transform: OutcomeTransform | None = None,
     **kernel_kwargs: Any,
@@ -360,7 +423,7 @@ def make_bo_model(
         kernel: a name for :func:`bo_kernel` (``"ntk"``, ``"nngp"``, ``"arccos"``, ``"erf"``) or
             any kernel, used as the covariance module as it is.
         train_Yvar: known observation noise variances (then a fixed-noise likelihood).
-        depth, activation, ard, priors, **kernel_kwargs: passed to :func:`bo_kernel`.
+        depth, activation, ard, priors, normalize, **kernel_kwargs: passed to :func:`bo_kernel`.
         input_transform: replaces :class:`CenteredNormalize`.
         outcome_transform: replaces ``Standardize(m)``.
     """
@@ -377,6 +440,7 @@ def make_bo_model(
             activation=activation,
             ard=ard,
             priors=priors,
+            normalize=normalize,
             batch_shape=batch_shape,
             **kernel_kwargs,
         )
@@ -547,6 +611,9 @@ class BOResult:
         return self.X[index]
 
     def events_of(self, kind: str) -> list[BOEvent]:
+        """The events of one kind (one of :data:`EVENT_KINDS`)."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"kind must be one of {EVENT_KINDS}, got {kind!r}")
         return [event for event in self.events if event.kind == kind]
 
 

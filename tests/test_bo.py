@@ -134,6 +134,8 @@ GRADIENT_KERNELS = {
     "nngp-erf": {"kernel": "nngp", "activation": "erf"},
     "arccos": {"kernel": "arccos"},
     "erf": {"kernel": "erf"},
+    "ntk-unit-variance": {"kernel": "ntk", "normalize": True},
+    "nngp-unit-variance": {"kernel": "nngp", "normalize": True},
 }
 
 
@@ -276,6 +278,52 @@ def test_bo_kernel_registers_priors_and_constraints() -> None:
     ard = bo.bo_kernel("nngp", 4, ard=True)
     assert ard.base_kernel.input_weight_variance.shape[-1] == 4
     assert "base_kernel.weight_variance_prior" in {n for n, *_ in ard.named_priors()}
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        lambda: gp_ntk.NTKKernel(depth=3, bias_variance=0.1),
+        lambda: gp_ntk.NNGPKernel(depth=2, activation="erf"),
+        lambda: gp_ntk.ErfKernel(ard_num_dims=4),
+    ],
+    ids=["ntk", "nngp-erf", "erf-ard"],
+)
+def test_unit_variance_kernel_is_the_base_correlation(base) -> None:
+    kernel = bo.UnitVarianceKernel(base()).to(DTYPE)
+    generator = torch.Generator().manual_seed(0)
+    X = torch.rand(30, 4, generator=generator, dtype=DTYPE) * 2 - 1
+    X = torch.cat([X, X[:3]])  # repeated rows
+    Z = torch.rand(5, 4, generator=generator, dtype=DTYPE) * 2 - 1
+    K = kernel(X).to_dense()
+    assert torch.equal(K, K.T)
+    assert torch.equal(K.diagonal(), torch.ones(len(X), dtype=DTYPE))
+    assert torch.linalg.eigvalsh(K).min() > -1e-10
+    base_kernel = kernel.base_kernel
+    expected = (
+        base_kernel(X, Z).to_dense()
+        / torch.outer(base_kernel(X, diag=True), base_kernel(Z, diag=True)).sqrt()
+    )
+    torch.testing.assert_close(kernel(X, Z).to_dense(), expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(kernel(Z, diag=True), torch.ones(5, dtype=DTYPE))
+    # t x q x d batches, as acquisition functions evaluate them
+    batch = torch.rand(3, 2, 4, generator=generator, dtype=DTYPE)
+    assert kernel(batch).to_dense().shape == (3, 2, 2)
+    with pytest.raises(ValueError, match="base_kernel must be"):
+        bo.UnitVarianceKernel("ntk")
+
+
+def test_unit_variance_option_wraps_the_network_kernel() -> None:
+    kernel = bo.bo_kernel("ntk", 3, normalize=True, batch_shape=torch.Size([2]))
+    assert isinstance(kernel.base_kernel, bo.UnitVarianceKernel)
+    assert kernel.base_kernel.batch_shape == torch.Size([2])
+    names = {name for name, *_ in kernel.named_priors()}
+    assert "base_kernel.base_kernel.weight_variance_prior" in names
+    X = torch.rand(7, 3, dtype=DTYPE)
+    torch.testing.assert_close(
+        kernel.to(DTYPE)(X).to_dense().diagonal(dim1=-2, dim2=-1),
+        kernel.outputscale.detach().to(DTYPE).unsqueeze(-1).expand(2, 7),
+    )
 
 
 def test_bo_kernel_scales_williams_and_cho_saul_weights_by_dimension() -> None:
@@ -449,6 +497,8 @@ def test_run_bo_runs_reproducibly_within_bounds() -> None:
     best = first.best_values
     assert (best[1:] >= best[:-1]).all() and first.best_value == float(first.Y.max())
     torch.testing.assert_close(problem(first.best_X.unsqueeze(0)).squeeze(), first.Y.max())
+    with pytest.raises(ValueError, match="kind must be one of"):
+        first.events_of("nan")
 
 
 def test_run_bo_with_ucb_random_and_custom_surrogates() -> None:
