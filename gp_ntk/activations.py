@@ -27,10 +27,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .functional import _masked_sqrt, arccos_j, double_factorial, gram_determinant, normalized_correlation
+from .functional import (
+    _masked_sqrt,
+    _mul,
+    arccos_j,
+    arccos_j_pair,
+    correlation,
+    double_factorial,
+    gram_determinant,
+    outer,
+)
 
 __all__ = [
     "Activation",
+    "CorrelationActivation",
     "ABReLU",
     "Abs",
     "ArcCos",
@@ -51,7 +61,12 @@ _TWO_PI = 2.0 * math.pi
 
 
 class Activation:
-    """Base class: an elementwise nonlinearity with Gaussian dual kernels."""
+    """Base class: an elementwise nonlinearity with Gaussian dual kernels.
+
+    Subclasses implement :meth:`dual` and :meth:`derivative_dual` (and :meth:`__call__`), or
+    :meth:`duals` where the two share work; the O(n) variances follow unless a closed form is
+    cheaper.
+    """
 
     #: ``r`` such that ``phi(a u) = a**r phi(u)`` for ``a > 0``; ``None`` if not homogeneous.
     homogeneity_degree: float | None = None
@@ -79,11 +94,49 @@ class Activation:
         return q, (self.derivative_dual(var1, cov, var2) if derivative else None)
 
 
+class CorrelationActivation(Activation):
+    r"""An activation whose duals are most simply written in the correlation
+    :math:`c = \Sigma_{xy}/\sqrt{\Sigma_{xx}\Sigma_{yy}}` and the standard deviations.
+
+    Subclasses implement :meth:`correlation_duals`. The layer recursion computes the
+    correlation once per layer and calls it directly (with the diagonal of a symmetric
+    matrix exactly 1); :meth:`duals` computes the correlation first.
+    """
+
+    def correlation_duals(
+        self, corr: Tensor, std1: Tensor, std2: Tensor, derivative: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """The duals from ``corr`` (n x m) and ``std1``, ``std2`` (broadcastable to it)."""
+        raise NotImplementedError
+
+    def duals(self, var1, cov, var2, derivative=True):
+        return self.correlation_duals(*correlation(var1, cov, var2), derivative=derivative)
+
+    def dual(self, var1, cov, var2):
+        return self.duals(var1, cov, var2, derivative=False)[0]
+
+    def derivative_dual(self, var1, cov, var2):
+        return self.duals(var1, cov, var2)[1]
+
+    def variance(self, var):
+        std = _masked_sqrt(var)
+        return self.correlation_duals(torch.ones_like(var), std, std, derivative=False)[0]
+
+    def derivative_variance(self, var):
+        std = _masked_sqrt(var)
+        return self.correlation_duals(torch.ones_like(var), std, std)[1]
+
+
+def _times_outer(a: Tensor, left: Tensor, right: Tensor) -> Tensor:
+    """``a * (left * right)`` for a temporary ``a`` (see :func:`gp_ntk.functional.outer`)."""
+    return _mul(a, outer(left, right))
+
+
 # --------------------------------------------------------------------------- ReLU family
 
 
 @dataclass(frozen=True)
-class ABReLU(Activation):
+class ABReLU(CorrelationActivation):
     r""":math:`\phi(u) = a\min(u, 0) + b\max(u, 0)` (neural-tangents' ``ABRelu(a, b)``).
 
     With :math:`c` the correlation, :math:`J_n` Cho & Saul's angular functions and
@@ -92,7 +145,10 @@ class ABReLU(Activation):
     .. math::
         \mathbb E[\phi(u)\phi(v)] = \frac{\sqrt{\Sigma_{xx}\Sigma_{yy}}}{2\pi}
             \big[(a^2+b^2)J_1(c) - 2ab\,J_1(-c)\big],\qquad
-        \mathbb E[\phi'(u)\phi'(v)] = \frac{(a^2+b^2)J_0(c) + 2ab\,J_0(-c)}{2\pi}.
+        \mathbb E[\phi'(u)\phi'(v)] = \frac{(a^2+b^2)J_0(c) + 2ab\,J_0(-c)}{2\pi},
+
+    evaluated with one ``arccos`` through :math:`J_1(-c) = J_1(c) - \pi c` and
+    :math:`J_0(-c) = \pi - J_0(c)`.
     """
 
     a: float = 0.0
@@ -102,25 +158,21 @@ class ABReLU(Activation):
     def __call__(self, x: Tensor) -> Tensor:
         return self.a * torch.clamp(x, max=0.0) + self.b * torch.clamp(x, min=0.0)
 
-    def duals(self, var1, cov, var2, derivative=True):
-        c, root = normalized_correlation(var1, cov, var2)
+    def correlation_duals(self, corr, std1, std2, derivative=True):
         sq, cross = self.a**2 + self.b**2, 2.0 * self.a * self.b
-        q = arccos_j(c, 1)
+        if derivative:
+            j1, j0 = arccos_j_pair(corr, 1)
+        else:
+            j1, j0 = arccos_j(corr, 1), None
+        # (sq J_1(c) - cross J_1(-c)) / 2pi, the norms multiplied in as two outer factors
+        q = _mul(j1, (sq - cross) / _TWO_PI)
         if cross:
-            q = q - (cross / sq) * arccos_j(-c, 1)
-        q = root * q * (sq / _TWO_PI)
+            q = torch.add(q, corr, alpha=cross * math.pi / _TWO_PI)
+        q = _times_outer(q, std1, std2)
         if not derivative:
             return q, None
-        q_dot = sq * arccos_j(c, 0)
-        if cross:
-            q_dot = q_dot + cross * arccos_j(-c, 0)
-        return q, q_dot / _TWO_PI
-
-    def dual(self, var1, cov, var2):
-        return self.duals(var1, cov, var2, derivative=False)[0]
-
-    def derivative_dual(self, var1, cov, var2):
-        return self.duals(var1, cov, var2)[1]
+        q_dot = _mul(j0, (sq - cross) / _TWO_PI)
+        return q, (q_dot + cross * math.pi / _TWO_PI if cross else q_dot)
 
     def variance(self, var):
         return 0.5 * (self.a**2 + self.b**2) * var
@@ -186,7 +238,7 @@ class Identity(Activation):
 
 
 @dataclass(frozen=True)
-class ArcCos(Activation):
+class ArcCos(CorrelationActivation):
     r"""Rectified monomial :math:`\phi(u) = \Theta(u)\,u^n` of Cho & Saul (2009).
 
     .. math::
@@ -218,26 +270,23 @@ class ArcCos(Activation):
             return positive.to(x.dtype)
         return torch.where(positive, x, torch.zeros_like(x)) ** self.order
 
-    def duals(self, var1, cov, var2, derivative=True):
+    def correlation_duals(self, corr, std1, std2, derivative=True):
         n = self.order
-        c, root = normalized_correlation(var1, cov, var2)
-        q = arccos_j(c, n) / _TWO_PI
+        if n == 0 or not derivative:
+            j_n, j_lower = arccos_j(corr, n), None
+        else:
+            j_n, j_lower = arccos_j_pair(corr, n)
+        q = _mul(j_n, 1.0 / _TWO_PI)
         if n > 0:
-            q = q * root**n
+            q = _times_outer(q, std1**n, std2**n)
         if not derivative:
             return q, None
         if n == 0:
             return q, torch.zeros_like(q)
-        q_dot = (n * n / _TWO_PI) * arccos_j(c, n - 1)
+        q_dot = _mul(j_lower, n * n / _TWO_PI)
         if n > 1:
-            q_dot = q_dot * root ** (n - 1)
+            q_dot = _times_outer(q_dot, std1 ** (n - 1), std2 ** (n - 1))
         return q, q_dot
-
-    def dual(self, var1, cov, var2):
-        return self.duals(var1, cov, var2, derivative=False)[0]
-
-    def derivative_dual(self, var1, cov, var2):
-        return self.duals(var1, cov, var2)[1]
 
     def variance(self, var):
         n = self.order
@@ -418,7 +467,7 @@ def _elementwise_derivative(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor
 
 
 @dataclass(frozen=True)
-class Numerical(Activation):
+class Numerical(CorrelationActivation):
     r"""Any elementwise torch function, its duals by Gauss–Hermite quadrature.
 
     .. math::
@@ -459,20 +508,18 @@ class Numerical(Activation):
         weights = weights / weights.sum()
         return nodes.tolist(), weights.tolist()
 
-    def _quadrature(self, var1, cov, var2, transform) -> Tensor:
+    def _quadrature(self, corr, std1, std2, transform) -> Tensor:
         # u and v play different roles in the product rule, so its error is not symmetric in
-        # (var1, var2); averaging both orders makes k(X, X) exactly symmetric and every
+        # (std1, std2); averaging both orders makes k(X, X) exactly symmetric and every
         # cross-covariance block agree with the joint matrix.
-        forward = self._ordered_quadrature(var1, cov, var2, transform)
-        return 0.5 * (forward + self._ordered_quadrature(var2, cov, var1, transform))
+        forward = self._ordered_quadrature(corr, std1, std2, transform)
+        return 0.5 * (forward + self._ordered_quadrature(corr, std2, std1, transform))
 
-    def _ordered_quadrature(self, var1, cov, var2, transform) -> Tensor:
-        nodes, weights = self._rule(cov)
-        c, _ = normalized_correlation(var1, cov, var2)
+    def _ordered_quadrature(self, c, sd1, sd2, transform) -> Tensor:
+        nodes, weights = self._rule(c)
         # The sum over the symmetric nodes z_l is even in s, hence smooth in c at |c| = 1;
         # the masked root keeps autograd from forming inf * 0 there.
         s = _masked_sqrt(1.0 - c * c)
-        sd1, sd2 = _masked_sqrt(var1), _masked_sqrt(var2)
         total = torch.zeros_like(c)
         for zk, wk in zip(nodes, weights):
             left = transform(sd1 * zk)
@@ -485,11 +532,9 @@ class Numerical(Activation):
     def _derivative(self, x: Tensor) -> Tensor:
         return _elementwise_derivative(self.fn, x)
 
-    def dual(self, var1, cov, var2):
-        return self._quadrature(var1, cov, var2, self.fn)
-
-    def derivative_dual(self, var1, cov, var2):
-        return self._quadrature(var1, cov, var2, self._derivative)
+    def correlation_duals(self, corr, std1, std2, derivative=True):
+        q = self._quadrature(corr, std1, std2, self.fn)
+        return q, (self._quadrature(corr, std1, std2, self._derivative) if derivative else None)
 
     def _variance(self, var, transform) -> Tensor:
         nodes, weights = self._rule(var)

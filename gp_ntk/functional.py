@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 __all__ = [
     "arccos_j",
     "arccos_j_coefficients",
-    "normalized_correlation",
+    "arccos_j_pair",
+    "correlation",
     "linear_covariances",
     "layer_recursion",
 ]
@@ -100,22 +101,33 @@ def _polynomial(coefficients: Sequence[float], c: Tensor) -> Tensor | float:
     return out
 
 
-def _arccos_j_value(c: Tensor, order: int) -> Tensor:
+def _coefficients(order: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     # (compiled graphs trace the polynomial construction itself: dynamo warns on lru_cache)
-    coefficients = (
-        arccos_j_coefficients.__wrapped__ if torch.compiler.is_compiling() else arccos_j_coefficients
-    )
-    p, q = coefficients(order)
-    # pi - theta = arccos(-c), and sin(theta) = sin(arccos(-c)): one inverse-trig call, no
-    # cancellation near c = 1, and no sqrt(1 - c^2) to clamp.
-    angle = torch.arccos(-c)
+    if torch.compiler.is_compiling():
+        return arccos_j_coefficients.__wrapped__(order)
+    return arccos_j_coefficients(order)
+
+
+def _angle_and_sine(c: Tensor) -> tuple[Tensor, Tensor]:
+    # pi - theta = arccos(-c), and sin(theta) = sqrt((1 - c)(1 + c)): 1 - c is exact near c = 1
+    # (and 1 + c near -1), so the sine has no cancellation there; c lies in [-1, 1], so the
+    # product is never negative.
+    return torch.arccos(-c), torch.sqrt((1.0 - c) * (1.0 + c))
+
+
+def _combine(order: int, c: Tensor, angle: Tensor, sin: Tensor) -> Tensor:
+    r""":math:`P_n(c)(\pi-\theta) + Q_n(c)\sin\theta` from a precomputed angle and sine."""
+    p, q = _coefficients(order)
     p_c = _polynomial(p, c)
     if not any(q):
         return angle if isinstance(p_c, float) and p_c == 1.0 else p_c * angle
     q_c = _polynomial(q, c)
-    sin = torch.sin(angle)
     sin = sin if isinstance(q_c, float) and q_c == 1.0 else q_c * sin
     return torch.addcmul(sin, p_c, angle) if isinstance(p_c, Tensor) else sin + p_c * angle
+
+
+def _arccos_j_value(c: Tensor, order: int) -> Tensor:
+    return _combine(order, c, *_angle_and_sine(c))
 
 
 def _singular_slope(c: Tensor) -> Tensor:
@@ -173,37 +185,135 @@ def arccos_j(c: Tensor, order: int) -> Tensor:
     return _ArcCosJ.apply(c, order)
 
 
-def normalized_correlation(var1: Tensor, cov: Tensor, var2: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Return :math:`c = \Sigma_{xy}/\sqrt{\Sigma_{xx}\Sigma_{yy}}` clamped to [-1, 1], and :math:`\sqrt{\Sigma_{xx}\Sigma_{yy}}`.
+class _ArcCosJPair(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, c: Tensor, order: int) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        ctx.save_for_backward(c)
+        ctx.order = order
+        angle, sin = _angle_and_sine(c)
+        return _combine(order, c, angle, sin), _combine(order - 1, c, angle, sin)
+
+    @staticmethod
+    def backward(ctx, grad_high: Tensor | None, grad_low: Tensor | None):  # type: ignore[override]
+        (c,) = ctx.saved_tensors
+        n = ctx.order
+        grad = None
+        if grad_high is not None:
+            grad = grad_high * ((n * n) * arccos_j(c, n - 1))
+        if grad_low is not None:
+            slope = _singular_slope(c) if n == 1 else ((n - 1) ** 2) * arccos_j(c, n - 2)
+            grad = grad_low * slope if grad is None else grad + grad_low * slope
+        return grad, None
+
+
+def arccos_j_pair(c: Tensor, order: int) -> tuple[Tensor, Tensor]:
+    r""":math:`(J_n, J_{n-1})` at :math:`c = \cos\theta` for :math:`n \ge 1`, from one ``arccos``.
+
+    The NTK of a rectified-monomial layer needs both (the dual and the derivative dual);
+    sharing the angle halves the transcendental work. Derivatives as in :func:`arccos_j`.
+    """
+    if order < 1:
+        raise ValueError(f"order must be at least 1 for a pair (J_n, J_(n-1)), got {order}")
+    if not (torch.is_grad_enabled() and c.requires_grad):
+        angle, sin = _angle_and_sine(c)
+        return _combine(order, c, angle, sin), _combine(order - 1, c, angle, sin)
+    if torch.compiler.is_compiling():
+        return arccos_j(c, order), arccos_j(c, order - 1)
+    return _ArcCosJPair.apply(c, order)
+
+
+# Each side's reciprocal standard deviation is scaled by 1 + 2 eps, the correlation by about
+# 1 + 4 eps: v * rsqrt(v)**2 is within 2 eps of 1 (measured over 1e6 values in float32 and
+# float64), so equal points come out at exactly 1, while a band of 4 eps moves deep float32
+# kernels (depth 50) by 3e-4 relative, well inside their rounding at that depth.
+_SNAP_ULPS = 2.0
+
+
+def correlation(
+    var1: Tensor, cov: Tensor, var2: Tensor, symmetric: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The correlation :math:`c = \Sigma_{xy}/\sqrt{\Sigma_{xx}\Sigma_{yy}}` clamped to [-1, 1], and the
+    standard deviations :math:`\sqrt{\Sigma_{xx}}`, :math:`\sqrt{\Sigma_{yy}}` (shaped like ``var1``, ``var2``).
+
+    Correlations within a few ulps of :math:`\pm 1` (rounding, which ``arccos`` would turn
+    into an angle of :math:`\sqrt{2\,\mathrm{ulp}}`) are taken as exactly :math:`\pm 1`.
+    ``symmetric`` says that ``cov`` is a matrix :math:`k(X, X)` whose diagonal is ``var1`` and
+    ``var2``: its diagonal correlations are then set to exactly 1 whatever the rounding.
 
     A zero variance comes from a zero-norm input without bias, where the angle is undefined.
     Two such inputs are the same point, so their correlation is 1; between a zero and a
-    non-zero input it is set to 0 (the average over directions). The norm product is 0 there,
-    and gradients through the masked branches are zero, so nothing turns NaN.
+    non-zero input it is set to 0 (the average over directions). Gradients through the zero
+    branches are zero, so nothing turns NaN; an overflowed (inf/NaN) variance propagates to
+    the output, where the kernels report it, instead of passing for a zero-norm input.
     """
-    # sqrt(var1 * var2), not sqrt(var1) * sqrt(var2): only the former gives c_ii = 1 exactly
-    # on the diagonal. Masks test for exact zeros only, so an overflowed (inf/NaN) variance
-    # propagates to the output, where the kernels report it, instead of passing for a
-    # zero-norm input.
-    prod = var1 * var2
-    if not (_has_zero(var1) or _has_zero(var2)):
-        # the common case, without the masks' n x m temporaries
-        root = torch.sqrt(prod)
-        return torch.clamp(cov / root, -1.0, 1.0), root
-    positive = prod != 0
-    root = torch.sqrt(torch.where(positive, prod, torch.ones_like(prod)))
-    both_zero = (var1 == 0) & (var2 == 0)
-    fallback = torch.where(both_zero, torch.ones_like(root), torch.zeros_like(root))
-    c = torch.where(positive, cov / root, fallback)
-    # Rounding can push |c| a few ulps past 1 on the diagonal; the true derivative of c there
-    # is 0, which is also what clamp passes on for values outside the range.
-    c = torch.clamp(c, -1.0, 1.0)
-    return c, torch.where(positive, root, torch.zeros_like(root))
+    # One multiplication by the reciprocal standard deviations of both sides rather than a
+    # square root of the n x m product: the transcendental n x m work of a layer is its arccos.
+    # The factor root_snap**2 = 1 + 4 eps snaps |c| within rounding of 1 to exactly 1 in the
+    # clamp below: such a c cannot be told from +-1, and an ulp below 1 would become an angle
+    # of sqrt(2 ulp) at the arccos. Equal points cross-evaluated (v * rsqrt(v)**2 != 1) thus
+    # get the same value as on the diagonal. Elsewhere it moves c by less than its rounding.
+    # (Both sides take the square root of the factor so that the product stays symmetric.)
+    root_snap = 1.0 + _SNAP_ULPS * torch.finfo(cov.dtype).eps
+    c = _mul(outer(_masked_rsqrt(var1) * root_snap, _masked_rsqrt(var2) * root_snap), cov)
+    if _has_zero(var1) and _has_zero(var2):
+        c = torch.where((var1 == 0) & (var2 == 0), torch.ones_like(c), c)
+    # Rounding can push |c| a few ulps past 1 near (anti-)parallel inputs; the true derivative of
+    # c there is 0, which is also what clamp passes on for values outside the range.
+    c = _clamp_unit(c)
+    if symmetric:
+        c = _unit_diagonal(c)
+    return c, _masked_sqrt(var1), _masked_sqrt(var2)
+
+
+def outer(left: Tensor, right: Tensor) -> Tensor:
+    """``left * right`` for ``(..., n, 1)`` and ``(..., 1, m)`` factors.
+
+    Multiplying a matrix by this product (rather than by each factor in turn) keeps
+    ``k(X, X)`` exactly symmetric: ``l_i r_j`` and ``l_j r_i`` round alike, ``(a l_i) r_j`` and
+    ``(a l_j) r_i`` need not.
+    """
+    return left * right
+
+
+def _grad_free(*tensors: Tensor) -> bool:
+    """Whether intermediate results may be overwritten: no autograd graph will need them."""
+    return not torch.is_grad_enabled() or not any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
+def _mul(a: Tensor, b: Tensor | float) -> Tensor:
+    """``a * b``, in place on ``a`` (a temporary of the caller's) where autograd allows."""
+    if _grad_free(a, b) and not torch.compiler.is_compiling() and _broadcasts_into(b, a):
+        return a.mul_(b)
+    return a * b
+
+
+def _broadcasts_into(b: Tensor | float, a: Tensor) -> bool:
+    return not isinstance(b, Tensor) or torch.broadcast_shapes(a.shape, b.shape) == a.shape
+
+
+def _clamp_unit(c: Tensor) -> Tensor:
+    if _grad_free(c) and not torch.compiler.is_compiling():
+        return c.clamp_(-1.0, 1.0)
+    return torch.clamp(c, -1.0, 1.0)
+
+
+def _unit_diagonal(c: Tensor) -> Tensor:
+    if _grad_free(c) and not torch.compiler.is_compiling():
+        c.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+        return c
+    eye = torch.eye(c.shape[-1], dtype=torch.bool, device=c.device)
+    return torch.where(eye, torch.ones_like(c), c)
 
 
 def _has_zero(var: Tensor) -> bool:
     # a compiled graph takes the branch-free masked path rather than a data-dependent branch
     return torch.compiler.is_compiling() or bool((var == 0).any())
+
+
+def _masked_rsqrt(var: Tensor) -> Tensor:
+    """1/sqrt with 0 (and a zero gradient) at 0; NaN and inf pass through (1/sqrt(inf) = 0)."""
+    nonzero = var != 0
+    return torch.where(nonzero, torch.rsqrt(torch.where(nonzero, var, torch.ones_like(var))), 0.0)
 
 
 def _masked_sqrt(var: Tensor) -> Tensor:
@@ -302,6 +412,9 @@ def layer_recursion(
     .. math::
         \Sigma' = \sigma_w^2\, q + \sigma_b^2, \qquad \Theta' = \Sigma' + \sigma_w^2\,\dot q\,\Theta,
 
+    the duals coming from the activation's ``correlation_duals`` (from the correlation and the
+    standard deviations, computed here once per layer) where it has one, else from its ``duals``.
+
     starting from :math:`\Theta = \Sigma` (NTK parameterization). The variances
     :math:`\Sigma_{xx}, \Sigma_{yy}` are propagated with the activation's O(n) ``variance``
     so the diagonal is never taken from an n x m matrix.
@@ -326,7 +439,7 @@ def layer_recursion(
             q = activation.variance(cov)
             q_dot = activation.derivative_variance(cov) if compute_ntk else None
         else:
-            q, q_dot = activation.duals(var1, cov, var2, derivative=compute_ntk)
+            q, q_dot = _layer_duals(activation, var1, cov, var2, compute_ntk, symmetric)
             if not symmetric:
                 var1 = _affine(activation.variance(var1), w, b)
                 var2 = _affine(activation.variance(var2), w, b)
@@ -343,6 +456,17 @@ def layer_recursion(
         elif symmetric:
             var1, _, var2 = _diagonal_variances(cov)
     return cov, ntk
+
+
+def _layer_duals(
+    activation: Activation, var1: Tensor, cov: Tensor, var2: Tensor, derivative: bool, symmetric: bool
+) -> tuple[Tensor, Tensor | None]:
+    # Activations whose duals depend on the correlation get it from here, where the diagonal
+    # of a symmetric matrix is known to be exactly 1.
+    correlation_duals = getattr(activation, "correlation_duals", None)
+    if correlation_duals is None:
+        return activation.duals(var1, cov, var2, derivative=derivative)
+    return correlation_duals(*correlation(var1, cov, var2, symmetric), derivative=derivative)
 
 
 def _symmetrize(a: Tensor) -> Tensor:

@@ -4,16 +4,19 @@ linear_operator's :class:`~linear_operator.operators.KernelLinearOperator` repre
 kernel matrix by its inputs and hyperparameters, but its matrix product (and so every CG
 iteration) builds the whole N x M matrix. :class:`BlockedKernelLinearOperator` keeps the
 representation and the indexing of that class and replaces the parts that touch all
-entries with loops over blocks of rows, so memory stays O((N + M) d + block) for
+entries with loops over blocks of rows (:mod:`gp_ntk.blocks`), so memory stays
+O((N + M) d + block) for
 
 * ``_matmul`` (CG, Lanczos, predictive means): ``K @ v`` block by block;
 * ``_bilinear_derivative`` (gradients of the marginal likelihood w.r.t. hyperparameters and
   inputs): each block is recomputed with autograd and released before the next;
 * ``_diagonal``: O(N) through the kernel's own ``diag=True`` path.
 
-A symmetric operator (``x1`` equal to ``x2``) writes the exact diagonal into every block,
-so its entries agree with the dense ``k(X, X)`` (where the correlation of a point with itself is
-exactly 1) and not only to the ``sqrt(eps)`` that a cross-evaluated ``arccos`` near 1 gives.
+A symmetric operator (``x1`` equal to ``x2``) evaluates only the blocks on and above the
+diagonal, each diagonal square through the kernel's symmetric path, so its entries agree with
+the dense ``k(X, X)`` (where the correlation of a point with itself is exactly 1). Input
+gradients of a symmetric operator are attributed to ``x1``; where ``x1`` and ``x2`` are copies
+of one tensor (as GPyTorch passes them) their sum is what matters.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from linear_operator.operators._linear_operator import to_dense
 from linear_operator.utils.memoize import cached
 from torch import Tensor
 
-from . import settings
+from . import blocks, settings
 
 __all__ = ["BlockedKernelLinearOperator"]
 
@@ -45,7 +48,7 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
         num_nonbatch_dimensions: as for ``KernelLinearOperator``.
         **params: hyperparameter tensors with leading batch dimensions.
 
-    The block height is ``gp_ntk.settings.lazy_evaluation``'s ``block_elements // M`` rows.
+    Blocks hold about ``gp_ntk.settings.lazy_evaluation``'s ``block_elements`` entries.
     """
 
     def __init__(
@@ -75,35 +78,23 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
         x1, x2 = self.x1, self.x2
         return x1 is x2 or (x1.shape == x2.shape and bool(torch.equal(x1, x2)))
 
-    def _row_blocks(self) -> list[tuple[int, int]]:
-        rows, cols = self.x1.shape[-2], self.x2.shape[-2]
-        step = settings.lazy_evaluation.block_rows(cols)
-        return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+    def _block_elements(self) -> int:
+        return settings.lazy_evaluation.block_elements_for(self.x1.device)
 
     def _compiled(self) -> bool:
         rows, cols = self.x1.shape[-2], self.x2.shape[-2]
         return settings.compile_kernels.applies(rows * cols * max(1, self.batch_shape.numel()))
 
-    @staticmethod
-    def _block(
-        covar_func: Callable[..., Tensor],
-        x1: Tensor,
-        x2: Tensor,
-        params: dict,
-        start: int,
-        stop: int,
-        symmetric: bool,
-        compiled: bool = False,
-    ) -> Tensor:
-        """Rows ``start:stop`` of ``k(x1, x2)``; when symmetric, with the exact diagonal."""
-        rows = x1[..., start:stop, :]
-        block = covar_func(rows, x2, compiled=compiled, **params)
-        if not symmetric:
-            return block
-        # out of place, so that autograd sees K_ii come from the kernel's diag path
-        diagonal = covar_func(rows, rows, diag=True, **params)
-        columns = torch.diagonal_scatter(block[..., :, start:stop], diagonal, dim1=-2, dim2=-1)
-        return torch.cat([block[..., :, :start], columns, block[..., :, stop:]], dim=-1)
+    def _all_params(self) -> dict:
+        return {**self.tensor_params, **self.nontensor_params}
+
+    def _block_function(self, params: dict, compiled: bool = False) -> blocks.BlockFunction:
+        covar_func = self.covar_func
+
+        def f(x1: Tensor, x2: Tensor, diag: bool) -> tuple[Tensor]:
+            return (covar_func(x1, x2, diag=diag, compiled=compiled and not diag, **params),)
+
+        return f
 
     # ------------------------------------------------------------------ LinearOperator API
 
@@ -112,15 +103,28 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
         x2 = self.x1 if self._is_symmetric() else self.x2
         return self.covar_func(self.x1, x2, diag=True, **self._all_params())
 
-    def _all_params(self) -> dict:
-        return {**self.tensor_params, **self.nontensor_params}
-
     @property
     @cached(name="covar_mat")
     def covar_mat(self) -> Tensor:
-        # where a dense matrix is asked for (Cholesky), build it as the dense kernel would
-        x2 = self.x1 if self._is_symmetric() else self.x2
-        return self.covar_func(self.x1, x2, **self._all_params())
+        # Where a dense matrix is asked for (Cholesky), build it as the dense kernel would: from
+        # row blocks, differentiable through a blockwise recomputing backward pass.
+        symmetric = self._is_symmetric()
+        nontensor = self.nontensor_params
+        covar_func = self.covar_func
+
+        def evaluate(x1: Tensor, x2: Tensor, diag: bool, **tensors: Tensor) -> tuple[Tensor]:
+            return (covar_func(x1, x2, diag=diag, **tensors, **nontensor),)
+
+        (matrix,) = blocks.DenseKernel.apply(
+            evaluate,
+            tuple(self.tensor_params),
+            symmetric,
+            self._block_elements(),
+            self.x1,
+            self.x1 if symmetric else self.x2,
+            *self.tensor_params.values(),
+        )
+        return matrix
 
     def to_dense(self) -> Tensor:
         return to_dense(self.covar_mat)
@@ -129,14 +133,8 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
         vector = rhs.dim() == 1
         if vector:
             rhs = rhs.unsqueeze(-1)
-        params = self._all_params()
-        symmetric = self._is_symmetric()
-        compiled = self._compiled()
-        products = [
-            self._block(self.covar_func, self.x1, self.x2, params, start, stop, symmetric, compiled) @ rhs
-            for start, stop in self._row_blocks()
-        ]
-        result = torch.cat(products, dim=-2)
+        f = self._block_function(self._all_params(), self._compiled())
+        result = blocks.matmul(f, self.x1, self.x2, self._is_symmetric(), rhs, self._block_elements())
         return result.squeeze(-1) if vector else result
 
     def _bilinear_derivative(self, left_vecs: Tensor, right_vecs: Tensor) -> tuple[Tensor | None, ...]:
@@ -158,21 +156,27 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
             # rebuilt under grad mode: with batch dimensions the constructor expands its
             # arguments, and those views must stay connected to ``args``
             operator = self.representation_tree()(*args)
-        params = operator._all_params()
         symmetric = operator._is_symmetric()
-        compiled = operator._compiled()
-        grads: list[Tensor | None] = [None] * len(args)
+        f = operator._block_function(operator._all_params(), operator._compiled())
+
+        def block_loss(start: int, stop: int, square, rest) -> Tensor:
+            # u^T K v over the entries this block stands for (above-diagonal rectangles of a
+            # symmetric matrix also stand, transposed, below the diagonal)
+            if square is None:
+                return (left_vecs[..., start:stop, :] * (rest[0] @ right_vecs)).sum()
+            loss = (left_vecs[..., start:stop, :] * (square[0] @ right_vecs[..., start:stop, :])).sum()
+            if rest is not None:
+                loss = loss + (left_vecs[..., start:stop, :] * (rest[0] @ right_vecs[..., stop:, :])).sum()
+                loss = loss + (left_vecs[..., stop:, :] * (rest[0].mT @ right_vecs[..., start:stop, :])).sum()
+            return loss
+
         targets = [args[i] for i in wanted]
-        for start, stop in operator._row_blocks():
-            with torch.enable_grad():
-                block = self._block(
-                    operator.covar_func, operator.x1, operator.x2, params, start, stop, symmetric, compiled
-                )
-                loss = (left_vecs[..., start:stop, :] * (block @ right_vecs)).sum()
-                block_grads = torch.autograd.grad(loss, targets, allow_unused=True)
-            for i, grad in zip(wanted, block_grads):
-                if grad is not None:
-                    grads[i] = grad if grads[i] is None else grads[i] + grad
+        found = blocks.gradients(
+            f, operator.x1, operator.x2, symmetric, block_loss, targets, operator._block_elements()
+        )
+        grads: list[Tensor | None] = [None] * len(args)
+        for i, grad in zip(wanted, found):
+            grads[i] = grad
         return tuple(
             torch.zeros_like(arg) if arg.requires_grad and grad is None else grad
             for arg, grad in zip(args, grads)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["check_finite", "compile_kernels", "lazy_evaluation"]
+__all__ = ["block_evaluation", "check_finite", "compile_kernels", "lazy_evaluation"]
 
 
 class check_finite:
@@ -42,6 +42,79 @@ class check_finite:
         type(self)._state = self._previous
 
 
+class block_evaluation:
+    """How dense kernel matrices are evaluated: in row blocks, or in one piece.
+
+    A deep-kernel layer is a dozen elementwise maps. On whole N x M temporaries each map is a
+    round trip through main memory; on blocks of about ``block_elements`` entries the
+    temporaries stay in cache (measured: 3-5x faster per layer on CPU, docs/benchmarks.md). A
+    matrix ``k(X, X)`` is then also built from the blocks on and above its diagonal only.
+
+    Matrices with at least ``min_elements`` entries (default 2**18, about 512 x 512) are
+    evaluated in blocks through :class:`gp_ntk.blocks.DenseKernel`, whose backward pass
+    recomputes each block instead of keeping a graph of N x M temporaries: the memory of a
+    differentiable evaluation is its result plus one block. Those matrices are differentiable
+    once (enough for marginal likelihoods and acquisition gradients); smaller ones are
+    evaluated in one piece and are differentiable any number of times.
+
+    ``block_elements=None`` (default) picks 2**17 entries on a CPU (a float64 block of 1 MB,
+    cache-sized) and 2**24 on a GPU, where blocks must be large to keep the device busy.
+
+    Example:
+        >>> with gp_ntk.settings.block_evaluation(min_elements=0, block_elements=2**15):
+        ...     K = kernel(x).to_dense()
+    """
+
+    _min_elements: int = 2**18
+    _block_elements: int | None = None
+    _CPU_BLOCK = 2**17
+    _GPU_BLOCK = 2**24
+
+    def __init__(self, min_elements: int | None = None, block_elements: int | None = None) -> None:
+        self._check(min_elements, block_elements)
+        self.min_elements = type(self)._min_elements if min_elements is None else int(min_elements)
+        self.block_elements = type(self)._block_elements if block_elements is None else block_elements
+
+    @staticmethod
+    def _check(min_elements, block_elements) -> None:
+        if min_elements is not None and (
+            isinstance(min_elements, bool) or not isinstance(min_elements, int) or min_elements < 0
+        ):
+            raise ValueError(f"min_elements must be a non-negative integer, got {min_elements!r}")
+        if block_elements is not None and (
+            isinstance(block_elements, bool) or not isinstance(block_elements, int) or block_elements < 1
+        ):
+            raise ValueError(f"block_elements must be a positive integer or None, got {block_elements!r}")
+
+    @classmethod
+    def set(cls, min_elements: int | None = None, block_elements: int | None = None) -> None:
+        cls._check(min_elements, block_elements)
+        if min_elements is not None:
+            cls._min_elements = int(min_elements)
+        if block_elements is not None:
+            cls._block_elements = block_elements
+
+    @classmethod
+    def applies(cls, num_elements: int) -> bool:
+        return num_elements >= cls._min_elements
+
+    @classmethod
+    def block_elements_for(cls, device) -> int:
+        if cls._block_elements is not None:
+            return cls._block_elements
+        return cls._CPU_BLOCK if getattr(device, "type", "cpu") == "cpu" else cls._GPU_BLOCK
+
+    def __enter__(self) -> block_evaluation:
+        cls = type(self)
+        self._previous = (cls._min_elements, cls._block_elements)
+        cls._min_elements, cls._block_elements = self.min_elements, self.block_elements
+        return self
+
+    def __exit__(self, *exc) -> None:
+        cls = type(self)
+        cls._min_elements, cls._block_elements = self._previous
+
+
 class lazy_evaluation:
     """When a kernel returns a blocked, never-materialised operator instead of a dense matrix.
 
@@ -49,9 +122,9 @@ class lazy_evaluation:
     ``min_elements`` entries (2**24 = 16.8 M, 134 MB in float64); ``"always"``; ``"never"``.
     The operator (:class:`gp_ntk.lazy.BlockedKernelLinearOperator`) evaluates ``block_elements``
     entries at a time for matrix products and hyperparameter gradients, so CG/Lanczos inference
-    (GPyTorch's path above ``max_cholesky_size``) needs memory linear in N. Where GPyTorch
-    asks for the dense matrix (the Cholesky path) the operator builds it once, exactly as the
-    dense path would.
+    (GPyTorch's path above ``max_cholesky_size``) needs memory linear in N. ``block_elements``
+    defaults to :class:`block_evaluation`'s block size. Where GPyTorch asks for the dense
+    matrix (the Cholesky path) the operator builds it once, exactly as the dense path would.
 
     Example:
         >>> with gp_ntk.settings.lazy_evaluation("always", block_elements=2**20):
@@ -60,7 +133,7 @@ class lazy_evaluation:
 
     _mode: str = "auto"
     _min_elements: int = 2**24
-    _block_elements: int = 2**21
+    _block_elements: int | None = None
     _MODES = ("auto", "always", "never")
 
     def __init__(
@@ -95,8 +168,10 @@ class lazy_evaluation:
         return cls._mode == "always" or num_rows * num_cols > cls._min_elements
 
     @classmethod
-    def block_rows(cls, num_cols: int) -> int:
-        return max(1, cls._block_elements // max(num_cols, 1))
+    def block_elements_for(cls, device) -> int:
+        if cls._block_elements is not None:
+            return cls._block_elements
+        return block_evaluation.block_elements_for(device)
 
     def __enter__(self) -> lazy_evaluation:
         cls = type(self)

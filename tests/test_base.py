@@ -80,18 +80,23 @@ def test_gradcheck_catches_a_wrong_gradient():
     kernel = KERNELS["ntk-relu"](0.3).double()
     x = singular_inputs(torch.float64, zero_row=False).requires_grad_(True)
     fn, params = kernel_function(kernel)
-    original = functional._ArcCosJ.backward
+    originals = {cls: cls.backward for cls in (functional._ArcCosJ, functional._ArcCosJPair)}
 
-    def wrong(ctx, grad_output):
-        grad, none = original(ctx, grad_output)
-        return 1.1 * grad, none
+    def break_(original):
+        def wrong(ctx, *grad_outputs):
+            grad, none = original(ctx, *grad_outputs)
+            return 1.1 * grad, none
 
-    functional._ArcCosJ.backward = staticmethod(wrong)
+        return staticmethod(wrong)
+
+    for cls, original in originals.items():
+        cls.backward = break_(original)
     try:
         with pytest.raises(GradcheckError):
             torch.autograd.gradcheck(fn, (x, *params), eps=1e-4, atol=1e-5, rtol=1e-4)
     finally:
-        functional._ArcCosJ.backward = staticmethod(original)
+        for cls, original in originals.items():
+            cls.backward = staticmethod(original)
 
 
 @pytest.mark.parametrize("name", ["nngp-relu", "ntk-relu", "arccos1", "ntk-abs"])
@@ -380,3 +385,15 @@ def test_float_assignment_keeps_float64_precision():
     kernel.bias_variance = 0.3
     assert float(kernel.weight_variance) == pytest.approx(0.7, rel=1e-14)
     assert float(kernel.bias_variance) == pytest.approx(0.3, rel=1e-14)
+
+
+@pytest.mark.parametrize("name", ["ntk-relu", "ntk-step", "arccos0", "ntk-abs"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cross_evaluated_equal_points_match_the_diagonal(name, dtype):
+    # one feature: the cross covariance of a point with its copy is bitwise its variance, and the
+    # correlation must come out at exactly 1 (an ulp below would be an angle of sqrt(2 ulp) at
+    # the cusp of J_0: 2e-8 relative in float64, 5e-4 in float32)
+    kernel = KERNELS[name](0.0).to(dtype)
+    x = torch.randn(40, 1, generator=torch.Generator().manual_seed(8)).to(dtype)
+    cross = kernel(x, x.clone()).to_dense().diagonal()
+    torch.testing.assert_close(cross, kernel(x, diag=True), rtol=4 * torch.finfo(dtype).eps, atol=0)

@@ -12,10 +12,11 @@ from gp_ntk import ReLU
 from gp_ntk.functional import (
     arccos_j,
     arccos_j_coefficients,
+    arccos_j_pair,
+    correlation,
     double_factorial,
     layer_recursion,
     linear_covariances,
-    normalized_correlation,
 )
 
 DTYPE = torch.float64
@@ -106,21 +107,64 @@ def test_order_zero_gradient_at_singular_set_is_zero_subgradient():
     assert float(grad[2]) == pytest.approx(1 / math.sqrt(0.75), rel=1e-12)
 
 
-def test_normalized_correlation_zero_variance():
+def test_correlation_zero_variance():
     var1 = torch.tensor([[0.0], [2.0]], dtype=DTYPE, requires_grad=True)
     var2 = torch.tensor([[3.0, 0.0]], dtype=DTYPE, requires_grad=True)
     cov = torch.tensor([[0.0, 0.0], [1.5, 0.0]], dtype=DTYPE, requires_grad=True)
-    c, root = normalized_correlation(var1, cov, var2)
+    c, std1, std2 = correlation(var1, cov, var2)
     # zero against non-zero: 0; two zero-norm inputs are the same point: 1
-    assert c.tolist() == [[0.0, 1.0], [1.5 / math.sqrt(6.0), 0.0]]
-    assert root.tolist() == [[0.0, 0.0], [math.sqrt(6.0), 0.0]]
-    grads = torch.autograd.grad((c + root).sum(), (var1, cov, var2))
+    torch.testing.assert_close(c, torch.tensor([[0.0, 1.0], [1.5 / math.sqrt(6.0), 0.0]], dtype=DTYPE))
+    assert std1.tolist() == [[0.0], [math.sqrt(2.0)]] and std2.tolist() == [[math.sqrt(3.0), 0.0]]
+    grads = torch.autograd.grad((c + std1 * std2).sum(), (var1, cov, var2))
     assert all(torch.isfinite(g).all() for g in grads)
 
 
-def test_normalized_correlation_clamps_rounding():
-    c, _ = normalized_correlation(torch.ones(1, 1), torch.full((1, 1), 1.0 + 1e-6), torch.ones(1, 1))
+def test_correlation_clamps_rounding():
+    c, _, _ = correlation(torch.ones(1, 1), torch.full((1, 1), 1.0 + 1e-6), torch.ones(1, 1))
     assert float(c) == 1.0
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_symmetric_correlation_has_exact_unit_diagonal_and_is_symmetric(grad):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 7, generator=g, dtype=DTYPE) * torch.logspace(-3, 3, 40, dtype=DTYPE)[:, None]
+    cov = x @ x.T
+    cov = (0.5 * (cov + cov.T)).requires_grad_(grad)  # a BLAS product is not bitwise symmetric
+    var = cov.diagonal()
+    with torch.set_grad_enabled(grad):
+        c, _, _ = correlation(var[:, None], cov, var[None, :], symmetric=True)
+        plain, _, _ = correlation(var[:, None], cov, var[None, :])
+    assert (c.diagonal() == 1.0).all()
+    assert torch.equal(c, c.T)
+    # off the diagonal the two agree; on it the computed correlation is 1 only to rounding
+    off = ~torch.eye(40, dtype=torch.bool)
+    torch.testing.assert_close(c[off], plain[off], rtol=0, atol=0)
+    assert float((plain.diagonal() - 1.0).abs().max()) <= 4 * torch.finfo(DTYPE).eps
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_arccos_j_pair_matches_single_values_and_gradients(order):
+    c = torch.cat(
+        [torch.linspace(-1.0, 1.0, 41, dtype=DTYPE), torch.tensor([1.0 - 1e-15, -1.0 + 1e-15], dtype=DTYPE)]
+    )
+    high, low = arccos_j_pair(c, order)
+    torch.testing.assert_close(high, arccos_j(c, order), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(low, arccos_j(c, order - 1), rtol=1e-14, atol=1e-14)
+    leaf = c.clone().requires_grad_(True)
+    weights = torch.randn(2, c.shape[0], dtype=DTYPE, generator=torch.Generator().manual_seed(order))
+    high, low = arccos_j_pair(leaf, order)
+    (pair_grad,) = torch.autograd.grad((weights[0] * high + weights[1] * low).sum(), leaf)
+    single = weights[0] * arccos_j(leaf, order) + weights[1] * arccos_j(leaf, order - 1)
+    (single_grad,) = torch.autograd.grad(single.sum(), leaf)
+    assert torch.isfinite(pair_grad).all()
+    torch.testing.assert_close(pair_grad, single_grad, rtol=1e-13, atol=1e-13)
+    interior = torch.linspace(-0.9, 0.9, 7, dtype=DTYPE, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: arccos_j_pair(z, order), (interior,))
+
+
+def test_arccos_j_pair_needs_order_one():
+    with pytest.raises(ValueError, match="order"):
+        arccos_j_pair(torch.zeros(3, dtype=DTYPE), 0)
 
 
 @pytest.mark.parametrize("with_bias", [False, True])

@@ -15,6 +15,7 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from .. import settings
+from ..blocks import DenseKernel
 from ..functional import linear_covariances
 from ..lazy import BlockedKernelLinearOperator
 
@@ -290,20 +291,43 @@ class VarianceKernel(Kernel):
         raise NotImplementedError
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
-        if (
-            not diag
-            and not last_dim_is_batch
-            and settings.lazy_evaluation.applies(x1.shape[-2], x2.shape[-2])
-        ):
-            check_inputs(x1, x2, self.ard_num_dims)
+        check_inputs(x1, x2, self.ard_num_dims)
+        variances = self._variances()
+        if diag or last_dim_is_batch:
+            return self._checked_output(self._evaluate(x1, x2, diag, last_dim_is_batch, **variances))
+        if settings.lazy_evaluation.applies(x1.shape[-2], x2.shape[-2]):
             return BlockedKernelLinearOperator(
                 x1,
                 x2,
                 covar_func=self._covariance_block,
                 num_nonbatch_dimensions=self._NONBATCH_DIMENSIONS,
-                **self._variances(),
+                **variances,
             )
-        return self._checked_output(self._evaluate(x1, x2, diag, last_dim_is_batch, **self._variances()))
+        (result,) = self._dense(self._evaluate_outputs, x1, x2, variances)
+        return self._checked_output(result)
+
+    def _evaluate_outputs(self, x1: Tensor, x2: Tensor, diag: bool, **variances: Tensor) -> tuple[Tensor]:
+        return (self._evaluate(x1, x2, diag, False, **variances),)
+
+    def _dense(self, evaluate, x1: Tensor, x2: Tensor, variances: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        """``evaluate(x1, x2, False, **variances)``, in row blocks where the matrix is large.
+
+        ``evaluate`` returns a tuple of matrices (e.g. NNGP and NTK from one pass). The inputs
+        must have been checked: blocks skip the checks.
+        """
+        batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+        num_elements = x1.shape[-2] * x2.shape[-2] * max(1, batch.numel())
+        if not settings.block_evaluation.applies(num_elements):
+            return evaluate(x1, x2, False, **variances)
+        return DenseKernel.apply(
+            evaluate,
+            tuple(variances),
+            x1 is x2,
+            settings.block_evaluation.block_elements_for(x1.device),
+            x1,
+            x2,
+            *variances.values(),
+        )
 
     def _covariance_block(
         self, x1: Tensor, x2: Tensor, diag: bool = False, compiled: bool = False, **variances: Tensor
@@ -334,12 +358,11 @@ class VarianceKernel(Kernel):
         divide_by_dim: bool,
         variances: dict[str, Tensor],
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Checked inputs through the first affine layer (see :func:`linear_covariances`)."""
+        """Inputs (checked by the caller) through the first affine layer (see :func:`linear_covariances`)."""
         if last_dim_is_batch:
             same = x1 is x2
             x1 = x1.transpose(-1, -2).unsqueeze(-1)
             x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
-        check_inputs(x1, x2, self.ard_num_dims)
         if self.ard_num_dims is not None:
             weight = variances["input_weight_variance"].to(x1)
         else:

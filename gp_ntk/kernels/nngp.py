@@ -2,6 +2,7 @@ r"""NNGP kernel of a deep fully-connected network (Lee et al., 2018; Matthews et
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from gpytorch.constraints import Interval
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from ..activations import Activation, get_activation
 from ..functional import layer_recursion
-from .base import VarianceKernel
+from .base import VarianceKernel, check_inputs
 
 __all__ = ["NNGPKernel", "DeepNetworkKernel"]
 
@@ -126,8 +127,26 @@ class DeepNetworkKernel(VarianceKernel):
         compute_ntk: bool = True,
         last_dim_is_batch: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """NNGP and NTK from one pass (the NTK recursion needs the NNGP one anyway)."""
-        return self._nngp_and_ntk(x1, x2, diag, compute_ntk, last_dim_is_batch, self._variances())
+        """NNGP and NTK from one pass (the NTK recursion needs the NNGP one anyway).
+
+        Takes the inputs as they are (no ``active_dims`` selection, unlike calling the kernel);
+        large matrices are evaluated in row blocks like :meth:`forward`'s.
+        """
+        check_inputs(x1, x2, self.ard_num_dims)
+        variances = self._variances()
+        if diag or last_dim_is_batch:
+            nngp, ntk = self._nngp_and_ntk(x1, x2, diag, compute_ntk, last_dim_is_batch, variances)
+        else:
+            outputs = self._dense(functools.partial(self._both_outputs, compute_ntk), x1, x2, variances)
+            nngp, ntk = outputs if compute_ntk else (outputs[0], None)
+        nngp = self._checked_output(nngp)
+        return nngp, (None if ntk is None else self._checked_output(ntk))
+
+    def _both_outputs(
+        self, compute_ntk: bool, x1: Tensor, x2: Tensor, diag: bool, **variances: Tensor
+    ) -> tuple[Tensor, ...]:
+        nngp, ntk = self._nngp_and_ntk(x1, x2, diag, compute_ntk, False, variances)
+        return (nngp, ntk) if compute_ntk else (nngp,)
 
     def _nngp_and_ntk(
         self,
