@@ -27,9 +27,11 @@ __all__ = [
     "arccos_j",
     "arccos_j_coefficients",
     "arccos_j_pair",
+    "block_recursion",
     "correlation",
     "linear_covariances",
     "layer_recursion",
+    "point_statistics",
 ]
 
 
@@ -402,6 +404,7 @@ def layer_recursion(
     compute_ntk: bool,
     symmetric: bool = False,
     standard_ntk: tuple[Tensor, Sequence[float]] | None = None,
+    diag: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     r"""Propagate covariances through ``len(weight_variances)`` (activation, affine) layers.
 
@@ -412,61 +415,174 @@ def layer_recursion(
     .. math::
         \Sigma' = \sigma_w^2\, q + \sigma_b^2, \qquad \Theta' = \Sigma' + \sigma_w^2\,\dot q\,\Theta,
 
-    the duals coming from the activation's ``correlation_duals`` (from the correlation and the
-    standard deviations, computed here once per layer) where it has one, else from its ``duals``.
-
-    starting from :math:`\Theta = \Sigma` (NTK parameterization). The variances
+    starting from :math:`\Theta = \Sigma` (NTK parameterization). The duals come from the
+    activation's ``correlation_duals`` (from the correlation and the standard deviations,
+    computed once per layer) where it has one, else from its ``duals``. The variances
     :math:`\Sigma_{xx}, \Sigma_{yy}` are propagated with the activation's O(n) ``variance``
-    so the diagonal is never taken from an n x m matrix.
+    (:func:`point_statistics`), so no diagonal is ever taken from an n x m matrix; the n x m
+    work is :func:`block_recursion`'s.
 
-    With ``symmetric`` (a full matrix k(X, X)) the variances are instead read off the new
-    matrix's diagonal at every layer, which keeps the diagonal correlation exactly 1.
+    With ``symmetric`` (a full matrix k(X, X), ``var1`` and ``var2`` its diagonal) the
+    diagonal correlations are set to exactly 1 at every layer.
 
     ``standard_ntk = (theta_1, widths)`` switches the NTK to the standard parameterization,
     where a weight's gradient is not scaled by :math:`\sigma_w/\sqrt{n}`: the caller passes
     :math:`\Theta^{(1)} = x^\top y\,[+1]` and the hidden widths :math:`n_l`, and each layer adds
     :math:`n_l\,q\,[+1]` (the bracket when there are biases) instead of :math:`\Sigma'`.
 
+    ``diag`` (implied when ``var1``, ``cov`` and ``var2`` are one tensor): all three are
+    ``(..., n)``, the pairs' own covariances, propagated elementwise.
+
     Returns:
         ``(nngp, ntk)``; ``ntk`` is ``None`` unless ``compute_ntk``.
     """
+    if not (diag or (var1 is cov and var2 is cov)):
+        # the statistics are per point: the variances lose the matrix's column dimension
+        weights = [_vector_shaped(w) for w in weight_variances]
+        biases = [_vector_shaped(b) for b in bias_variances]
+        stats1 = point_statistics(var1.squeeze(-1), activation, weights, biases)
+        stats2 = stats1 if symmetric else point_statistics(var2.squeeze(-2), activation, weights, biases)
+        return block_recursion(
+            cov,
+            stats1,
+            stats2,
+            activation,
+            weight_variances,
+            bias_variances,
+            compute_ntk,
+            symmetric,
+            None,
+            standard_ntk,
+        )
+    # elementwise: when the pairs are points with themselves every quantity is a variance and
+    # the activation's O(n) closed forms apply
+    same = var1 is cov and var2 is cov
     ntk = None
     if compute_ntk:
         ntk = cov if standard_ntk is None else standard_ntk[0]
-    diagonal = var1 is cov and var2 is cov
     for layer, (w, b) in enumerate(zip(weight_variances, bias_variances)):
-        if diagonal:
+        if same:
             q = activation.variance(cov)
             q_dot = activation.derivative_variance(cov) if compute_ntk else None
         else:
-            q, q_dot = _layer_duals(activation, var1, cov, var2, compute_ntk, symmetric)
-            if not symmetric:
-                var1 = _affine(activation.variance(var1), w, b)
-                var2 = _affine(activation.variance(var2), w, b)
-        cov = _affine(q, w, b)
+            q, q_dot = activation.duals(var1, cov, var2, derivative=compute_ntk)
+            var1 = _affine(activation.variance(var1), w, b)
+            var2 = _affine(activation.variance(var2), w, b)
+        cov_next = _affine(q, w, b)
         if compute_ntk:
-            if standard_ntk is None:
-                tangent = cov
-            else:
-                tangent = standard_ntk[1][layer] * q
-                tangent = tangent if b is None else tangent + 1.0
-            ntk = torch.addcmul(tangent, w * q_dot, ntk)
-        if diagonal:
+            ntk = torch.addcmul(_tangent(cov_next, q, b, layer, standard_ntk), w * q_dot, ntk)
+        cov = cov_next
+        if same:
             var1 = var2 = cov
-        elif symmetric:
-            var1, _, var2 = _diagonal_variances(cov)
     return cov, ntk
 
 
-def _layer_duals(
-    activation: Activation, var1: Tensor, cov: Tensor, var2: Tensor, derivative: bool, symmetric: bool
+def point_statistics(
+    var: Tensor,
+    activation: Activation,
+    weight_variances: Sequence[Tensor | float],
+    bias_variances: Sequence[Tensor | None],
+) -> Tensor:
+    r"""Per-point statistics of every layer's pre-activations, computed once in O(n) per layer.
+
+    Args:
+        var: ``(..., n)`` first-layer variances :math:`\Sigma^{(1)}(x, x)`.
+        activation, weight_variances, bias_variances: as for :func:`layer_recursion`, the
+            variances shaped to broadcast against ``(..., n)``.
+
+    Returns:
+        ``(..., n, 3L)``: for layer :math:`l` (the input of its activation) columns ``3l, 3l+1,
+        3l+2`` hold the variance :math:`v_l`, :math:`\sqrt{v_l}` and :math:`1/\sqrt{v_l}` (0 where
+        :math:`v_l = 0`, scaled by the snapping factor of :func:`correlation`).
+
+    :func:`block_recursion` takes these for the rows and the columns of a block, so that a
+    block of a large matrix costs only its own n x m work.
+    """
+    root_snap = 1.0 + _SNAP_ULPS * torch.finfo(var.dtype).eps
+    columns = []
+    for layer in range(len(weight_variances)):
+        if layer > 0:
+            var = _affine(activation.variance(var), weight_variances[layer - 1], bias_variances[layer - 1])
+        columns += [var, _masked_sqrt(var), _masked_rsqrt(var) * root_snap]
+    return torch.stack(torch.broadcast_tensors(*columns), dim=-1)
+
+
+def zero_variances(stats: Tensor) -> tuple[bool, ...]:
+    """Per layer, whether any point of ``stats`` (from :func:`point_statistics`) has variance 0."""
+    return tuple(bool(flag) for flag in (stats[..., 0::3] == 0).reshape(-1, stats.shape[-1] // 3).any(0))
+
+
+def block_recursion(
+    cov: Tensor,
+    stats1: Tensor,
+    stats2: Tensor,
+    activation: Activation,
+    weight_variances: Sequence[Tensor | float],
+    bias_variances: Sequence[Tensor | None],
+    compute_ntk: bool,
+    symmetric: bool = False,
+    zeros: tuple[tuple[bool, ...], tuple[bool, ...]] | None = None,
+    standard_ntk: tuple[Tensor, Sequence[float]] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    # Activations whose duals depend on the correlation get it from here, where the diagonal
-    # of a symmetric matrix is known to be exactly 1.
+    r"""The recursion of :func:`layer_recursion` on an n x m block, from per-point statistics.
+
+    Args:
+        cov: ``(..., n, m)`` first-layer covariances of the block.
+        stats1, stats2: ``(..., n, 3L)`` and ``(..., m, 3L)`` from :func:`point_statistics` for
+            the block's rows and columns; with ``symmetric`` the block is :math:`k(X, X)` and
+            its diagonal correlations are set to exactly 1.
+        zeros: per side and layer, whether any variance is 0 (:func:`zero_variances`); ``None``
+            tests here. Passing them keeps a loop over blocks free of device synchronisation.
+        weight_variances, bias_variances: shaped to broadcast against ``(..., n, m)``.
+
+    Only n x m work happens here: the variances of every layer come from the statistics.
+    """
+    if zeros is None:
+        zeros = (zero_variances(stats1), zero_variances(stats2))
+    ntk = None
+    if compute_ntk:
+        ntk = cov if standard_ntk is None else standard_ntk[0]
     correlation_duals = getattr(activation, "correlation_duals", None)
-    if correlation_duals is None:
-        return activation.duals(var1, cov, var2, derivative=derivative)
-    return correlation_duals(*correlation(var1, cov, var2, symmetric), derivative=derivative)
+    for layer, (w, b) in enumerate(zip(weight_variances, bias_variances)):
+        var1, std1, rstd1 = (stats1[..., 3 * layer + k].unsqueeze(-1) for k in range(3))
+        var2, std2, rstd2 = (stats2[..., 3 * layer + k].unsqueeze(-2) for k in range(3))
+        if correlation_duals is None:
+            q, q_dot = activation.duals(var1, cov, var2, derivative=compute_ntk)
+        else:
+            # activations whose duals depend on the correlation get it from here, where the
+            # diagonal of a symmetric matrix is known to be exactly 1
+            c = _mul(outer(rstd1, rstd2), cov)
+            if zeros[0][layer] and zeros[1][layer]:
+                c = torch.where((var1 == 0) & (var2 == 0), torch.ones_like(c), c)
+            c = _clamp_unit(c)
+            if symmetric:
+                c = _unit_diagonal(c)
+            q, q_dot = correlation_duals(c, std1, std2, derivative=compute_ntk)
+        cov_next = _affine(q, w, b)
+        if compute_ntk:
+            ntk = torch.addcmul(_tangent(cov_next, q, b, layer, standard_ntk), w * q_dot, ntk)
+        cov = cov_next
+    return cov, ntk
+
+
+def _tangent(
+    cov: Tensor,
+    q: Tensor,
+    bias: Tensor | None,
+    layer: int,
+    standard_ntk: tuple[Tensor, Sequence[float]] | None,
+) -> Tensor:
+    # what a layer adds to the NTK besides the back-propagated term: its own covariance in the
+    # NTK parameterization, n_l q (+1 with biases) in the standard one
+    if standard_ntk is None:
+        return cov
+    tangent = standard_ntk[1][layer] * q
+    return tangent if bias is None else tangent + 1.0
+
+
+def _vector_shaped(value: Tensor | float | None) -> Tensor | float | None:
+    """A ``(..., 1, 1)`` matrix-shaped variance as ``(..., 1)``, to broadcast against ``(..., n)``."""
+    return value.squeeze(-1) if isinstance(value, Tensor) and value.dim() >= 2 else value
 
 
 def _symmetrize(a: Tensor) -> Tensor:

@@ -40,11 +40,13 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
     Args:
         x1: ``(*batch, N, d)``.
         x2: ``(*batch, M, d)``.
-        covar_func: ``covar_func(x1, x2, diag=False, compiled=False, **params)`` returning the
-            dense block ``k(x1, x2)`` (or its diagonal with ``diag=True``; ``compiled`` asks for
-            the ``torch.compile`` path, see :class:`gp_ntk.settings.compile_kernels`); it must use
-            only the tensors it is given, never a module's parameters, so that gradients reach
-            ``params``.
+        covar_func: ``covar_func(x1, x2, diag=False, **params)`` returning ``k(x1, x2)`` in one
+            piece (or its diagonal with ``diag=True``), with two methods for the blocked
+            products: ``side(x, **params)`` (a :class:`gp_ntk.blocks.Side`: the points with
+            their per-point statistics) and ``block(side1, side2, compiled, **params)`` (one
+            block; ``compiled`` asks for the ``torch.compile`` path, see
+            :class:`gp_ntk.settings.compile_kernels`). It must use only the tensors it is
+            given, never a module's parameters, so that gradients reach ``params``.
         num_nonbatch_dimensions: as for ``KernelLinearOperator``.
         **params: hyperparameter tensors with leading batch dimensions.
 
@@ -88,11 +90,15 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
     def _all_params(self) -> dict:
         return {**self.tensor_params, **self.nontensor_params}
 
-    def _block_function(self, params: dict, compiled: bool = False) -> blocks.BlockFunction:
-        covar_func = self.covar_func
+    def _sides(self, params: dict, symmetric: bool) -> tuple[blocks.Side, blocks.Side]:
+        side1 = self.covar_func.side(self.x1, **params)
+        return side1, (side1 if symmetric else self.covar_func.side(self.x2, **params))
 
-        def f(x1: Tensor, x2: Tensor, diag: bool) -> tuple[Tensor]:
-            return (covar_func(x1, x2, diag=diag, compiled=compiled and not diag, **params),)
+    def _block_function(self, params: dict, compiled: bool = False) -> blocks.BlockFunction:
+        block = self.covar_func.block
+
+        def f(side1: blocks.Side, side2: blocks.Side) -> tuple[Tensor]:
+            return (block(side1, side2, compiled, **params),)
 
         return f
 
@@ -110,13 +116,18 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
         # row blocks, differentiable through a blockwise recomputing backward pass.
         symmetric = self._is_symmetric()
         nontensor = self.nontensor_params
-        covar_func = self.covar_func
+        side, block = self.covar_func.side, self.covar_func.block
+        compiled = self._compiled()
 
-        def evaluate(x1: Tensor, x2: Tensor, diag: bool, **tensors: Tensor) -> tuple[Tensor]:
-            return (covar_func(x1, x2, diag=diag, **tensors, **nontensor),)
+        def evaluate(side1: blocks.Side, side2: blocks.Side, **tensors: Tensor) -> tuple[Tensor]:
+            return (block(side1, side2, compiled, **tensors, **nontensor),)
+
+        def statistics(x: Tensor, **tensors: Tensor) -> blocks.Side:
+            return side(x, **tensors, **nontensor)
 
         (matrix,) = blocks.DenseKernel.apply(
             evaluate,
+            statistics,
             tuple(self.tensor_params),
             symmetric,
             self._block_elements(),
@@ -133,8 +144,11 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
         vector = rhs.dim() == 1
         if vector:
             rhs = rhs.unsqueeze(-1)
-        f = self._block_function(self._all_params(), self._compiled())
-        result = blocks.matmul(f, self.x1, self.x2, self._is_symmetric(), rhs, self._block_elements())
+        params = self._all_params()
+        symmetric = self._is_symmetric()
+        side1, side2 = self._sides(params, symmetric)
+        f = self._block_function(params, self._compiled())
+        result = blocks.matmul(f, side1, side2, symmetric, rhs, self._block_elements())
         return result.squeeze(-1) if vector else result
 
     def _bilinear_derivative(self, left_vecs: Tensor, right_vecs: Tensor) -> tuple[Tensor | None, ...]:
@@ -157,7 +171,8 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
             # arguments, and those views must stay connected to ``args``
             operator = self.representation_tree()(*args)
         symmetric = operator._is_symmetric()
-        f = operator._block_function(operator._all_params(), operator._compiled())
+        params = operator._all_params()
+        side = operator.covar_func.side
 
         def block_loss(start: int, stop: int, square, rest) -> Tensor:
             # u^T K v over the entries this block stands for (above-diagonal rectangles of a
@@ -172,7 +187,14 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
 
         targets = [args[i] for i in wanted]
         found = blocks.gradients(
-            f, operator.x1, operator.x2, symmetric, block_loss, targets, operator._block_elements()
+            lambda x: side(x, **params),
+            operator._block_function(params, operator._compiled()),
+            operator.x1,
+            operator.x2,
+            symmetric,
+            block_loss,
+            targets,
+            operator._block_elements(),
         )
         grads: list[Tensor | None] = [None] * len(args)
         for i, grad in zip(wanted, found):

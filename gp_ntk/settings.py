@@ -185,22 +185,25 @@ class lazy_evaluation:
 
 
 class compile_kernels:
-    """Whether blocked (lazy) kernel evaluation runs through ``torch.compile``.
+    """Whether the blocks of large kernel matrices are evaluated through ``torch.compile``.
 
-    Each layer of an NNGP/NTK recursion is a dozen elementwise maps; evaluated one by one, every
-    map is a round trip through memory, and that, not the matrix product, is the cost.
-    ``torch.compile`` fuses them into one loop per layer (measured: 14x faster per layer on CPU,
-    see docs/benchmarks.md), at a one-off compilation cost of roughly 20 s per kernel
-    configuration and process (shapes are dynamic; torch caches compiled code on disk).
+    Each layer of an NNGP/NTK recursion is a dozen elementwise maps. Even on cache-sized blocks
+    (:class:`block_evaluation`) each map is one pass and one dispatch; ``torch.compile`` fuses a
+    layer into one loop and the NNGP and NTK recursions into one kernel (measured: about 2x
+    faster than the eager blocks on CPU, docs/benchmarks.md), at a one-off compilation cost of
+    roughly 15-25 s per kernel configuration and process on a CPU (shapes are dynamic; torch
+    caches compiled code on disk, so later processes compile faster). Gradients go through the
+    same first derivatives as the eager path.
 
-    ``"auto"`` (default): compile the blocks of a lazily evaluated operator with at least
-    ``min_elements`` entries (2**26, where one eager product already takes seconds); ``"always"``;
-    ``"never"``. Where compilation is unavailable or fails (no C++ compiler, an unsupported
-    platform) evaluation falls back to eager mode with one warning, and stays there.
+    ``"auto"`` (default): compile the blocks of matrices with at least ``min_elements`` entries
+    (2**24, about 4096 x 4096: where one eager evaluation takes a second or more and training or
+    CG evaluates it many times), dense or lazy; ``"always"``; ``"never"``. Where compilation is
+    unavailable or fails (no C++ compiler, an unsupported platform) evaluation falls back to
+    eager mode with one warning, and stays there.
     """
 
     _mode: str = "auto"
-    _min_elements: int = 2**26
+    _min_elements: int = 2**24
     _MODES = ("auto", "always", "never")
     _broken: bool = False
 

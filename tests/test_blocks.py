@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import gpytorch
 import pytest
 import torch
@@ -146,13 +148,17 @@ def test_block_matmul_and_ranges(symmetric):
     x2 = x1 if symmetric else _inputs(29, seed=3, batch=(3,))
     rhs = torch.randn(3, x2.shape[-2], 4, dtype=DTYPE)
 
-    def f(a, b, diag):
-        return (kernel._evaluate(a, b, diag, False, **kernel._variances()),)
+    variances = kernel._variances()
+
+    def f(side1, side2):
+        return kernel._block(side1, side2, "kernel", variances)
 
     with torch.no_grad(), ONE_PIECE:
         dense = kernel(x1, x2).to_dense()
-        product = blocks.matmul(f, x1, x2, symmetric, rhs, block_elements=100)
-        (assembled,) = blocks.dense(f, x1, x2, symmetric, block_elements=100)
+        side1 = kernel._side(x1, variances)
+        side2 = side1 if symmetric else kernel._side(x2, variances)
+        product = blocks.matmul(f, side1, side2, symmetric, rhs, block_elements=100)
+        (assembled,) = blocks.dense(f, side1, side2, symmetric, block_elements=100)
     torch.testing.assert_close(product, dense @ rhs, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(assembled, dense, rtol=1e-12, atol=1e-12)
     ranges = blocks.row_ranges(37, 37 if symmetric else 29, symmetric, 100)
@@ -215,3 +221,45 @@ def test_block_evaluation_setting_refuses_bad_values_and_restores():
     assert gp_ntk.settings.block_evaluation._min_elements == before
     assert gp_ntk.settings.block_evaluation.block_elements_for(torch.device("cpu")) == 2**17
     assert gp_ntk.settings.block_evaluation.block_elements_for(torch.device("cuda")) == 2**24
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
+def test_compiled_dense_blocks_match_eager_values_and_gradients():
+    """The torch.compile path of dense row blocks (NNGP and NTK fused) against eager blocks."""
+    kernel = gp_ntk.NTKKernel(2, "relu", 2.0, 0.1).to(DTYPE)
+    x = _inputs(40, singular=True).requires_grad_(True)
+    weights = torch.randn(2, 40, 40, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
+    params = list(kernel.parameters())
+    results = {}
+    for mode in ("never", "always"):
+        with _blocked(400), gp_ntk.settings.compile_kernels(mode):
+            nngp, ntk = kernel.nngp_and_ntk(x, x)
+            loss = (weights[0] * nngp + weights[1] * ntk).sum()
+            results[mode] = (nngp.detach(), ntk.detach(), *torch.autograd.grad(loss, [x, *params]))
+    assert not gp_ntk.settings.compile_kernels._broken, "torch.compile fell back to eager"
+    for compiled, eager in zip(results["always"], results["never"]):
+        assert torch.isfinite(compiled).all()
+        # duplicate rows sit on the arccos cusp, where rounding differences grow to sqrt(eps)
+        torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6 * float(eager.abs().max()))
+    assert torch.equal(results["always"][1], results["always"][1].T)
+
+
+def test_dense_compile_failure_falls_back_to_eager(monkeypatch):
+    from gp_ntk.kernels import base
+
+    def broken():
+        def fail(*args, **kwargs):
+            raise RuntimeError("no compiler here (test)")
+
+        return fail
+
+    monkeypatch.setattr(base, "_compiled_block_outputs", broken)
+    monkeypatch.setattr(gp_ntk.settings.compile_kernels, "_broken", False)
+    kernel = gp_ntk.NTKKernel(2, "relu", 2.0, 0.1).to(DTYPE)
+    x = _inputs(30)
+    with _blocked(200), gp_ntk.settings.compile_kernels("always"):
+        with pytest.warns(RuntimeWarning, match="torch.compile is unavailable"):
+            result = kernel(x).to_dense()
+    assert gp_ntk.settings.compile_kernels._broken
+    with ONE_PIECE:
+        torch.testing.assert_close(result, kernel(x).to_dense(), rtol=1e-12, atol=1e-12)

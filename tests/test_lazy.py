@@ -103,13 +103,13 @@ def test_block_never_exceeds_the_budget():
     kernel = gp_ntk.NNGPKernel(2, "relu", 2.0, 0.1)
     x = torch.randn(300, 4, dtype=torch.float64)
     shapes = []
-    original = kernel._covariance_block
+    original = kernel._block
 
-    def spy(x1, x2, diag=False, compiled=False, **kw):
-        shapes.append((x1.shape[-2], x2.shape[-2], diag))
-        return original(x1, x2, diag=diag, compiled=compiled, **kw)
+    def spy(side1, side2, outputs, variances):
+        shapes.append((side1.points.shape[-2], side2.points.shape[-2], False))
+        return original(side1, side2, outputs, variances)
 
-    kernel._covariance_block = spy
+    kernel._block = spy
     with gp_ntk.settings.lazy_evaluation("always", block_elements=3000):
         # symmetric: the blocks on and above the diagonal, each entry evaluated once
         _lazy(kernel, x, x, block_elements=3000) @ torch.randn(300, 2, dtype=torch.float64)
@@ -280,7 +280,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch, float
 
         return fail
 
-    monkeypatch.setattr(base, "_compiled_evaluate", broken)
+    monkeypatch.setattr(base, "_compiled_block_outputs", broken)
     monkeypatch.setattr(gp_ntk.settings.compile_kernels, "_broken", False)
     kernel = gp_ntk.NNGPKernel(2, "relu", 2.0, 0.1)
     x = _inputs(30)

@@ -6,10 +6,8 @@ from collections.abc import Sequence
 
 from gpytorch.constraints import Interval
 from gpytorch.priors import Prior
-from torch import Tensor
 
 from ..activations import ArcCos
-from ..functional import layer_recursion
 from .base import VarianceKernel
 
 __all__ = ["ArcCosineKernel"]
@@ -90,23 +88,9 @@ class ArcCosineKernel(VarianceKernel):
         self.num_layers = num_layers
         self.activation = activation
 
-    def _evaluate(
-        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, **variances: Tensor
-    ) -> Tensor:
-        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, False, variances)
-        # k_n = 2 E[phi(u) phi(v)]: each composition is a layer with weight variance 2, no bias.
-        layers = [2.0] * self.num_layers
-        kernel, _ = layer_recursion(
-            var1,
-            cov,
-            var2,
-            self.activation,
-            layers,
-            [None] * self.num_layers,
-            False,
-            symmetric=x1 is x2 and not diag,
-        )
-        return kernel
+    def _recursion_layers(self, like, diag, variances):
+        # k_n = 2 E[phi(u) phi(v)]: each composition is a layer with weight variance 2, no bias
+        return [2.0] * self.num_layers, [None] * self.num_layers
 
     def extra_repr(self) -> str:
         return f"order={self.order}, num_layers={self.num_layers}, bias={self.has_bias}"

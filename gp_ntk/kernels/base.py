@@ -15,22 +15,90 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from .. import settings
-from ..blocks import DenseKernel
-from ..functional import linear_covariances
+from ..blocks import DenseKernel, Side
+from ..functional import (
+    block_recursion,
+    layer_recursion,
+    linear_covariances,
+    point_statistics,
+    zero_variances,
+)
 from ..lazy import BlockedKernelLinearOperator
 
 __all__ = ["VarianceKernel", "check_inputs"]
 
 
-def _evaluate_block(kernel: VarianceKernel, x1: Tensor, x2: Tensor, **variances: Tensor) -> Tensor:
-    return kernel._evaluate(x1, x2, False, False, **variances)
+def _block_outputs(kernel: VarianceKernel, side1: Side, side2: Side, outputs: str, **variances: Tensor):
+    """The matrices of one block (see :meth:`VarianceKernel._block`)."""
+    return kernel._block(side1, side2, outputs, variances)
+
+
+_MAX_COMPILED_GRAPHS = 256
 
 
 @functools.cache
-def _compiled_evaluate():
+def _compiled_block_outputs():
     # one compiled function for all kernels: dynamo guards on the kernel's type and structure
-    # (depth, activation) and keeps one graph per configuration
-    return torch.compile(_evaluate_block, dynamic=True)
+    # (depth, activation), on ``outputs`` and on the sides' zero flags, and keeps one graph per
+    # configuration; shapes are dynamic, so the blocks of all sizes share it
+    return torch.compile(_block_outputs, dynamic=True)
+
+
+def _run_block(
+    kernel: VarianceKernel,
+    side1: Side,
+    side2: Side,
+    outputs: str,
+    compiled: bool,
+    variances: dict[str, Tensor],
+) -> tuple[Tensor, ...]:
+    if compiled and not settings.compile_kernels._broken:
+        try:
+            # Every structure (kernel type, depth, activation), output set, dtype, grad mode and
+            # symmetric/cross block is one graph of this one function: more than dynamo's
+            # default of 8 graphs per function in any program that uses a few kernels.
+            with torch._dynamo.config.patch(recompile_limit=_MAX_COMPILED_GRAPHS):
+                return _compiled_block_outputs()(kernel, side1, side2, outputs, **variances)
+        except Exception as error:  # no compiler, unsupported op: eager from now on
+            settings.compile_kernels._broken = True
+            warnings.warn(
+                f"torch.compile is unavailable here ({type(error).__name__}: {str(error)[:200]}); "
+                "gp_ntk evaluates kernels eagerly from now on",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return kernel._block(side1, side2, outputs, variances)
+
+
+class _KernelFunctions:
+    """What :class:`~gp_ntk.lazy.BlockedKernelLinearOperator` evaluates of a kernel.
+
+    Called like a ``covar_func`` (one piece, or the diagonal), and with :meth:`side` and
+    :meth:`block` for the blocked products. Reads the structure from the kernel and every
+    hyperparameter from its arguments.
+    """
+
+    def __init__(self, kernel: VarianceKernel) -> None:
+        self.kernel = kernel
+
+    def __call__(self, x1: Tensor, x2: Tensor, diag: bool = False, **variances: Tensor) -> Tensor:
+        return self.kernel._checked_output(self.kernel._evaluate(x1, x2, diag, False, **variances))
+
+    def side(self, x: Tensor, **variances: Tensor) -> Side:
+        return self.kernel._side(x, variances)
+
+    def block(self, side1: Side, side2: Side, compiled: bool, **variances: Tensor) -> Tensor:
+        return self.kernel._checked_output(
+            _run_block(self.kernel, side1, side2, "kernel", compiled, variances)[0]
+        )
+
+
+def _all_finite(values: Tensor) -> bool:
+    # A NaN or inf anywhere makes the sum non-finite: one cheap reduction instead of an
+    # elementwise test (which costs as much as a layer). Only a sum that overflows from
+    # finite values needs the elementwise test.
+    with torch.no_grad():
+        return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
 
 
 def _as_initial_values(value: float | Sequence[float] | Tensor, name: str) -> list[float]:
@@ -284,11 +352,108 @@ class VarianceKernel(Kernel):
     # number of trailing non-batch dimensions of each entry of _variances()
     _NONBATCH_DIMENSIONS = {"weight_variance": 1, "bias_variance": 1, "input_weight_variance": 2}
 
+    # ------------------------------------------------------------------ the recursion
+
+    #: the kernel is its recursion's NTK (else its covariance, the NNGP)
+    _returns_ntk: bool = False
+    #: the first layer divides x^T y by the input dimension (neural-tangents' convention)
+    _divides_by_dim: bool = False
+
+    def _recursion_layers(
+        self, like: Tensor, diag: bool, variances: dict[str, Tensor]
+    ) -> tuple[list[Tensor | float], list[Tensor | None]]:
+        """Weight and bias variances of the affine map after each activation, shaped for
+        ``(..., n, m)`` covariances (or ``(..., n)`` with ``diag``)."""
+        raise NotImplementedError
+
+    def _standard_ntk(self, x1: Tensor, x2: Tensor, diag: bool, symmetric: bool):
+        """``(theta_1, widths)`` for a standard-parameterization NTK, else ``None``."""
+        return None
+
+    def _first_layer(self, like: Tensor, variances: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """``(weight, bias)`` of the first layer: ``(..., 1, d)`` or ``(..., 1, 1)``, and ``(..., 1, 1)``."""
+        if self.ard_num_dims is not None:
+            weight = variances["input_weight_variance"].to(like)
+        else:
+            weight = self._layer_values(variances["weight_variance"], 1, like, False)[0]
+        if self._divides_by_dim:
+            weight = weight / like.shape[-1]
+        bias = self._layer_values(variances["bias_variance"], 1, like, False)[0] if self.has_bias else None
+        return weight, bias
+
+    def _side(self, x: Tensor, variances: dict[str, Tensor]) -> Side:
+        """``x`` with the statistics of every layer (:func:`~gp_ntk.functional.point_statistics`)."""
+        weight, bias = self._first_layer(x, variances)
+        var = (x * x * weight).sum(-1)
+        if bias is not None:
+            var = var + bias.squeeze(-1)
+        weights, biases = self._recursion_layers(var, True, variances)
+        stats = point_statistics(var, self.activation, weights, biases)
+        return Side(x, stats, zero_variances(stats))
+
+    def _block(
+        self, side1: Side, side2: Side, outputs: str, variances: dict[str, Tensor]
+    ) -> tuple[Tensor, ...]:
+        """The matrices between two sides (``side1 is side2``: a symmetric square).
+
+        ``outputs`` is ``"kernel"`` (the kernel itself) or, for deep networks, ``"nngp"`` or
+        ``"nngp+ntk"``.
+        """
+        symmetric = side1 is side2
+        x1, x2 = side1.points, side2.points
+        weight, bias = self._first_layer(x1, variances)
+        cov = (x1 * weight) @ x2.mT
+        if bias is not None:
+            cov = cov + bias
+        if symmetric:
+            # BLAS does not promise a bitwise-symmetric x x^T; every later map is elementwise
+            # and commutes with transposition, so symmetrising once keeps k(X, X) symmetric.
+            cov = 0.5 * (cov + cov.mT)
+        weights, biases = self._recursion_layers(cov, False, variances)
+        compute_ntk = outputs == "nngp+ntk" or (outputs == "kernel" and self._returns_ntk)
+        standard = self._standard_ntk(x1, x2, False, symmetric) if compute_ntk else None
+        nngp, ntk = block_recursion(
+            cov,
+            side1.stats,
+            side2.stats,
+            self.activation,
+            weights,
+            biases,
+            compute_ntk,
+            symmetric,
+            (side1.zeros, side2.zeros),
+            standard,
+        )
+        if outputs == "kernel":
+            return (ntk if self._returns_ntk else nngp,)
+        return (nngp,) if outputs == "nngp" else (nngp, ntk)
+
+    def _diagonal_outputs(
+        self, x1: Tensor, x2: Tensor, compute_ntk: bool, variances: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(nngp, ntk)`` of the pairs ``(x1[i], x2[i])`` in O(n)."""
+        weight, bias = self._first_layer(x1, variances)
+        var1, cov, var2 = linear_covariances(x1, x2, weight, bias, diag=True)
+        weights, biases = self._recursion_layers(cov, True, variances)
+        standard = self._standard_ntk(x1, x2, True, x1 is x2) if compute_ntk else None
+        return layer_recursion(
+            var1, cov, var2, self.activation, weights, biases, compute_ntk, diag=True, standard_ntk=standard
+        )
+
     def _evaluate(
         self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, **variances: Tensor
     ) -> Tensor:
-        """The kernel from explicitly given hyperparameters (see :meth:`_variances`)."""
-        raise NotImplementedError
+        """The kernel from explicitly given hyperparameters (see :meth:`_variances`), in one piece."""
+        if last_dim_is_batch:
+            same = x1 is x2
+            x1 = x1.transpose(-1, -2).unsqueeze(-1)
+            x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
+        if diag:
+            nngp, ntk = self._diagonal_outputs(x1, x2, self._returns_ntk, variances)
+            return ntk if self._returns_ntk else nngp
+        side1 = self._side(x1, variances)
+        side2 = side1 if x1 is x2 else self._side(x2, variances)
+        return self._block(side1, side2, "kernel", variances)[0]
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
         check_inputs(x1, x2, self.ard_num_dims)
@@ -299,28 +464,38 @@ class VarianceKernel(Kernel):
             return BlockedKernelLinearOperator(
                 x1,
                 x2,
-                covar_func=self._covariance_block,
+                covar_func=_KernelFunctions(self),
                 num_nonbatch_dimensions=self._NONBATCH_DIMENSIONS,
                 **variances,
             )
-        (result,) = self._dense(self._evaluate_outputs, x1, x2, variances)
+        (result,) = self._dense(x1, x2, variances, "kernel")
         return self._checked_output(result)
 
-    def _evaluate_outputs(self, x1: Tensor, x2: Tensor, diag: bool, **variances: Tensor) -> tuple[Tensor]:
-        return (self._evaluate(x1, x2, diag, False, **variances),)
+    def _dense(
+        self, x1: Tensor, x2: Tensor, variances: dict[str, Tensor], outputs: str = "kernel"
+    ) -> tuple[Tensor, ...]:
+        """The full matrices (see :meth:`_block`), in row blocks where they are large.
 
-    def _dense(self, evaluate, x1: Tensor, x2: Tensor, variances: dict[str, Tensor]) -> tuple[Tensor, ...]:
-        """``evaluate(x1, x2, False, **variances)``, in row blocks where the matrix is large.
-
-        ``evaluate`` returns a tuple of matrices (e.g. NNGP and NTK from one pass). The inputs
-        must have been checked: blocks skip the checks.
+        The inputs must have been checked: blocks skip the checks. Matrices of at least
+        :class:`gp_ntk.settings.compile_kernels`' size have their blocks compiled.
         """
         batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
         num_elements = x1.shape[-2] * x2.shape[-2] * max(1, batch.numel())
         if not settings.block_evaluation.applies(num_elements):
-            return evaluate(x1, x2, False, **variances)
+            side1 = self._side(x1, variances)
+            side2 = side1 if x1 is x2 else self._side(x2, variances)
+            return self._block(side1, side2, outputs, variances)
+        compiled = settings.compile_kernels.applies(num_elements)
+
+        def evaluate(side1: Side, side2: Side, **values: Tensor) -> tuple[Tensor, ...]:
+            return _run_block(self, side1, side2, outputs, compiled, values)
+
+        def statistics(x: Tensor, **values: Tensor) -> Side:
+            return self._side(x, values)
+
         return DenseKernel.apply(
             evaluate,
+            statistics,
             tuple(variances),
             x1 is x2,
             settings.block_evaluation.block_elements_for(x1.device),
@@ -329,55 +504,13 @@ class VarianceKernel(Kernel):
             *variances.values(),
         )
 
-    def _covariance_block(
-        self, x1: Tensor, x2: Tensor, diag: bool = False, compiled: bool = False, **variances: Tensor
-    ) -> Tensor:
-        # Used by BlockedKernelLinearOperator: reads the structure (depth, activation) from the
-        # module but every hyperparameter from its arguments.
-        if compiled and not diag and not settings.compile_kernels._broken:
-            try:
-                return self._checked_output(_compiled_evaluate()(self, x1, x2, **variances))
-            except FloatingPointError:
-                raise
-            except Exception as error:  # no compiler, unsupported op: eager from now on
-                settings.compile_kernels._broken = True
-                warnings.warn(
-                    f"torch.compile is unavailable here ({type(error).__name__}: {str(error)[:200]}); "
-                    "gp_ntk evaluates kernels eagerly from now on",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        return self._checked_output(self._evaluate(x1, x2, diag, False, **variances))
-
-    def _input_covariances(
-        self,
-        x1: Tensor,
-        x2: Tensor,
-        diag: bool,
-        last_dim_is_batch: bool,
-        divide_by_dim: bool,
-        variances: dict[str, Tensor],
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Inputs (checked by the caller) through the first affine layer (see :func:`linear_covariances`)."""
-        if last_dim_is_batch:
-            same = x1 is x2
-            x1 = x1.transpose(-1, -2).unsqueeze(-1)
-            x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
-        if self.ard_num_dims is not None:
-            weight = variances["input_weight_variance"].to(x1)
-        else:
-            weight = self._layer_values(variances["weight_variance"], 1, x1, False)[0]
-        bias = self._layer_values(variances["bias_variance"], 1, x1, False)[0] if self.has_bias else None
-        scale = 1.0 / x1.shape[-1] if divide_by_dim else 1.0
-        return linear_covariances(x1, x2, weight, bias, diag=diag, scale=scale)
-
     def _weight_summary(self) -> list[float]:
         weights = self.weight_variance if self.weight_variance is not None else self.input_weight_variance
         return weights.detach().flatten().tolist()
 
     def _checked_output(self, result: Tensor) -> Tensor:
         """Refuse a non-finite kernel value: with finite inputs it can only be an overflow."""
-        if settings.check_finite.on() and not bool(torch.isfinite(result).all()):
+        if settings.check_finite.on() and not _all_finite(result):
             depth = getattr(self, "depth", getattr(self, "num_layers", 1))
             raise FloatingPointError(
                 f"{type(self).__name__} overflowed in {result.dtype}: the layer variances grow like "

@@ -2,7 +2,6 @@ r"""NNGP kernel of a deep fully-connected network (Lee et al., 2018; Matthews et
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 from gpytorch.constraints import Interval
@@ -10,7 +9,6 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from ..activations import Activation, get_activation
-from ..functional import layer_recursion
 from .base import VarianceKernel, check_inputs
 
 __all__ = ["NNGPKernel", "DeepNetworkKernel"]
@@ -108,7 +106,9 @@ class DeepNetworkKernel(VarianceKernel):
         self.width = width
         self.per_layer = per_layer
 
-    def _later_layers(self, like: Tensor, diag: bool, variances: dict[str, Tensor]) -> tuple[list, list]:
+    _divides_by_dim = True
+
+    def _recursion_layers(self, like: Tensor, diag: bool, variances: dict[str, Tensor]) -> tuple[list, list]:
         """Weight and bias variances of layers 2 .. depth + 1, shaped for the covariances."""
         num_layers = self.depth + 1
         if self.ard_num_dims is not None:
@@ -134,69 +134,28 @@ class DeepNetworkKernel(VarianceKernel):
         """
         check_inputs(x1, x2, self.ard_num_dims)
         variances = self._variances()
-        if diag or last_dim_is_batch:
-            nngp, ntk = self._nngp_and_ntk(x1, x2, diag, compute_ntk, last_dim_is_batch, variances)
+        if last_dim_is_batch:
+            same = x1 is x2
+            x1 = x1.transpose(-1, -2).unsqueeze(-1)
+            x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
+        if diag:
+            nngp, ntk = self._diagonal_outputs(x1, x2, compute_ntk, variances)
         else:
-            outputs = self._dense(functools.partial(self._both_outputs, compute_ntk), x1, x2, variances)
+            outputs = self._dense(x1, x2, variances, "nngp+ntk" if compute_ntk else "nngp")
             nngp, ntk = outputs if compute_ntk else (outputs[0], None)
         nngp = self._checked_output(nngp)
         return nngp, (None if ntk is None else self._checked_output(ntk))
 
-    def _both_outputs(
-        self, compute_ntk: bool, x1: Tensor, x2: Tensor, diag: bool, **variances: Tensor
-    ) -> tuple[Tensor, ...]:
-        nngp, ntk = self._nngp_and_ntk(x1, x2, diag, compute_ntk, False, variances)
-        return (nngp, ntk) if compute_ntk else (nngp,)
-
-    def _nngp_and_ntk(
-        self,
-        x1: Tensor,
-        x2: Tensor,
-        diag: bool,
-        compute_ntk: bool,
-        last_dim_is_batch: bool,
-        variances: dict[str, Tensor],
-    ) -> tuple[Tensor, Tensor | None]:
-        var1, cov, var2 = self._input_covariances(x1, x2, diag, last_dim_is_batch, True, variances)
-        weights, biases = self._later_layers(cov, diag, variances)
-        standard = None
-        if compute_ntk and self.parameterization == "standard":
-            standard = (
-                self._standard_first_layer_ntk(x1, x2, diag, last_dim_is_batch),
-                [self.width] * self.depth,
-            )
-        return layer_recursion(
-            var1,
-            cov,
-            var2,
-            self.activation,
-            weights,
-            biases,
-            compute_ntk,
-            symmetric=x1 is x2 and not diag,
-            standard_ntk=standard,
-        )
-
-    def _standard_first_layer_ntk(
-        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool
-    ) -> Tensor:
+    def _standard_ntk(self, x1: Tensor, x2: Tensor, diag: bool, symmetric: bool):
+        if self.parameterization != "standard":
+            return None
         # The first layer's gradients are x itself (no sigma_w / sqrt(d) factor) and 1 for a bias.
-        same = x1 is x2
-        if last_dim_is_batch:
-            x1 = x1.transpose(-1, -2).unsqueeze(-1)
-            x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
         if diag:
             theta = (x1 * x2).sum(-1)
         else:
-            theta = x1 @ x2.transpose(-1, -2)
-            theta = 0.5 * (theta + theta.transpose(-1, -2)) if same else theta
-        return theta + 1.0 if self.has_bias else theta
-
-    def _evaluate(
-        self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, **variances: Tensor
-    ) -> Tensor:
-        nngp, ntk = self._nngp_and_ntk(x1, x2, diag, self._returns_ntk, last_dim_is_batch, variances)
-        return ntk if self._returns_ntk else nngp
+            theta = x1 @ x2.mT
+            theta = 0.5 * (theta + theta.mT) if symmetric else theta
+        return (theta + 1.0 if self.has_bias else theta), [self.width] * self.depth
 
     def extra_repr(self) -> str:
         return (
