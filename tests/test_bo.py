@@ -718,14 +718,13 @@ def test_bo_example_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_benchmark_quick(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     benchmark = _load(ROOT / "benchmarks" / "bo.py", "gp_ntk_benchmark_bo")
-    output = benchmark.main(
-        ["--quick", "--surrogates", "ntk", "ibnn", "random", "--out", str(tmp_path), "--no-progress"]
-    )
+    arguments = ["--quick", "--seeds", "1", "--surrogates", "ntk", "ibnn", "random", "--out", str(tmp_path)]
+    output = benchmark.main([*arguments, "--no-progress"])
     records = output["records"]
     assert {(r["problem"], r["surrogate"]) for r in records} == {
         (p, s) for p in benchmark.QUICK_PROBLEMS for s in ("ntk", "ibnn", "random")
     }
-    assert len(records) == 2 * 2 * 3  # two seeds
+    assert len(records) == 2 * 3
     for record in records:
         regret = torch.tensor(record["log_regret"])
         assert torch.isfinite(regret).all() and (regret[1:] <= regret[:-1]).all()
@@ -735,9 +734,7 @@ def test_benchmark_quick(tmp_path: Path) -> None:
     assert (tmp_path / "bo_regret.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # resuming finds every run done and repeats none
     lines = (tmp_path / "runs.jsonl").read_text().count("\n")
-    benchmark.main(
-        ["--quick", "--surrogates", "ntk", "ibnn", "random", "--out", str(tmp_path), "--no-progress"]
-    )
+    benchmark.main([*arguments, "--no-progress"])
     assert (tmp_path / "runs.jsonl").read_text().count("\n") == lines
 
 
@@ -746,3 +743,14 @@ def test_log_regret_floors_and_marks_missing_values() -> None:
     values = benchmark.log_regret([-math.inf, 0.0, 0.9, 1.0], optimal_value=1.0)
     assert math.isnan(values[0])
     assert values[1:] == pytest.approx([0.0, -1.0, math.log10(benchmark.REGRET_FLOOR)])
+
+
+def test_corner_diagnostic_counts_boundary_proposals() -> None:
+    benchmark = _load(ROOT / "benchmarks" / "bo.py", "gp_ntk_benchmark_bo_corners")
+    optimizer = bo.optimize_acqf
+    text = benchmark.corner_diagnostic("branin-2-quick", ["nngp-relu"], [0], restarts=2, raw_samples=16)
+    assert bo.optimize_acqf is optimizer  # the recording wrapper is removed again
+    row = next(line for line in text.splitlines() if line.startswith("| NNGP (ReLU, 3) |"))
+    shares = [float(cell.strip().rstrip("%")) for cell in row.split("|")[2:4]]
+    assert all(0 <= share <= 100 for share in shares)
+    assert shares[1] <= shares[0]  # a corner has every coordinate on the boundary
