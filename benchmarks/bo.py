@@ -684,22 +684,8 @@ def corner_diagnostic(
         finals = []
         try:
             for seed in seeds:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    result = gp_bo.run_bo(
-                        function,
-                        bounds,
-                        problem.num_evaluations,
-                        surrogate=SURROGATES[surrogate],
-                        acquisition=_acquisition,
-                        batch_size=problem.batch_size,
-                        num_initial=problem.num_initial,
-                        num_restarts=restarts,
-                        raw_samples=raw_samples,
-                        seed=seed,
-                        progress=False,
-                    )
-                finals.append(log_regret([result.best_value], float(function.optimal_value))[0])
+                record = run_one(problem, surrogate, seed, restarts, raw_samples)
+                finals.append(record["log_regret"][-1])
         finally:
             gp_bo.optimize_acqf = original
         if not proposed:

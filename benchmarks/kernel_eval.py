@@ -84,6 +84,11 @@ def _make_ntk_relu(depth: int):
     )
 
 
+def _make_nngp_ntk_relu(depth: int):
+    # evaluated with ``nngp_and_ntk``: both matrices from one pass (see ``_run_one``)
+    return _make_ntk_relu(depth)
+
+
 def _make_nngp_erf(depth: int):
     import gp_ntk
 
@@ -112,16 +117,34 @@ def _make_matern(depth: int):
     return MaternKernel(nu=2.5)
 
 
-# key -> (table label, factory(depth))
+# key -> (table label, factory(depth)). gp_ntk keys ending in "-eager" / "-compiled" force
+# ``gp_ntk.settings.compile_kernels("never" / "always")``; the others use the library default
+# ("auto": compiled blocks from 2**24 entries, i.e. N >= 4096, eager below).
 KERNELS: dict[str, tuple[str, Any]] = {
     "nngp-relu": ("gp_ntk NNGP relu", _make_nngp_relu),
+    "nngp-relu-eager": ("gp_ntk NNGP relu, eager", _make_nngp_relu),
+    "nngp-relu-compiled": ("gp_ntk NNGP relu, compiled", _make_nngp_relu),
     "ntk-relu": ("gp_ntk NTK relu", _make_ntk_relu),
+    "nngp+ntk-relu": ("gp_ntk NNGP+NTK relu", _make_nngp_ntk_relu),
+    "nngp+ntk-relu-eager": ("gp_ntk NNGP+NTK relu, eager", _make_nngp_ntk_relu),
+    "nngp+ntk-relu-compiled": ("gp_ntk NNGP+NTK relu, compiled", _make_nngp_ntk_relu),
     "nngp-erf": ("gp_ntk NNGP erf", _make_nngp_erf),
     "ibnn": ("botorch IBNN (relu)", _make_ibnn),
     "rbf": ("gpytorch RBF", _make_rbf),
     "matern52": ("gpytorch Matern 5/2", _make_matern),
 }
 REFERENCE = "rbf"
+SECOND_REFERENCE = "ibnn"
+DEFAULT_KERNELS = [
+    "nngp-relu",
+    "nngp-relu-eager",
+    "nngp+ntk-relu",
+    "nngp+ntk-relu-eager",
+    "nngp-erf",
+    "ibnn",
+    "rbf",
+    "matern52",
+]
 
 FULL_SIZES = [1000, 2000, 4000, 8000]
 QUICK_SIZES = [500, 1000]
@@ -212,9 +235,19 @@ def _run_one(torch, kernel_key: str, n: int, dtype_name: str, args: argparse.Nam
     kernel = KERNELS[kernel_key][1](args.depth).to(device=device, dtype=dtype).eval()
     x = torch.randn(n, args.dim, device=device, dtype=dtype)
 
+    both_outputs = kernel_key.startswith("nngp+ntk")
+    mode = (
+        "never" if kernel_key.endswith("-eager") else "always" if kernel_key.endswith("-compiled") else None
+    )
+
     def evaluate():
-        with torch.no_grad():
-            out = kernel(x).to_dense()
+        import contextlib
+
+        import gp_ntk
+
+        setting = gp_ntk.settings.compile_kernels(mode) if mode else contextlib.nullcontext()
+        with torch.no_grad(), setting:
+            out = kernel.nngp_and_ntk(x, x) if both_outputs else (kernel(x).to_dense(),)
         sync()
         return out
 
@@ -263,9 +296,11 @@ def _run_one(torch, kernel_key: str, n: int, dtype_name: str, args: argparse.Nam
         result["peak_bytes"] = peak_since(baseline)
         result["allocator"] = "cuda" if cuda else args.allocator
 
-    if tuple(out.shape) != (n, n) or out.dtype != dtype:
-        raise RuntimeError(f"unexpected output {tuple(out.shape)} {out.dtype}")
-    result["finite"] = bool(torch.isfinite(out).all())
+    for matrix in out:
+        if tuple(matrix.shape) != (n, n) or matrix.dtype != dtype:
+            raise RuntimeError(f"unexpected output {tuple(matrix.shape)} {matrix.dtype}")
+    result["finite"] = all(bool(torch.isfinite(matrix).all()) for matrix in out)
+    result["num_outputs"] = len(out)
     return result
 
 
@@ -467,6 +502,7 @@ def _table(results: list[dict], args: argparse.Namespace) -> list[str]:
         "N",
         "time [s]",
         f"time / {KERNELS[REFERENCE][0].split()[-1]}",
+        "IBNN time / time",
         "peak extra memory [MB]",
         "peak / (N x N matrix)",
     ]
@@ -477,10 +513,12 @@ def _table(results: list[dict], args: argparse.Namespace) -> list[str]:
                 r = by_key.get((k, dt, n))
                 label = KERNELS[k][0]
                 if r is None or "error" in r:
-                    rows.append([label, dt, str(n), "failed", "", "", ""])
+                    rows.append([label, dt, str(n), "failed", "", "", "", ""])
                     continue
                 ref = by_key.get((REFERENCE, dt, n))
                 ratio = f"{r['time'] / ref['time']:.2f}" if ref and "error" not in ref else "n/a"
+                ibnn = by_key.get((SECOND_REFERENCE, dt, n))
+                speedup = f"{ibnn['time'] / r['time']:.1f}" if ibnn and "error" not in ibnn else "n/a"
                 matrix_bytes = n * n * ITEMSIZE[dt]
                 mem = r["peak_bytes"]
                 rows.append(
@@ -490,12 +528,13 @@ def _table(results: list[dict], args: argparse.Namespace) -> list[str]:
                         str(n),
                         _fmt_time(r["time"]) + ("" if r.get("finite", True) else " (non-finite!)"),
                         ratio,
+                        speedup,
                         f"{mem / MB:.1f}",
                         f"{mem / matrix_bytes:.2f}",
                     ]
                 )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    right = [False, False, True, True, True, True, True]
+    right = [False, False, True, True, True, True, True, True]
 
     def fmt(cells: list[str]) -> str:
         parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)]
@@ -522,8 +561,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kernels",
         nargs="+",
         choices=list(KERNELS),
-        default=list(KERNELS),
-        help="kernels to benchmark (default: all; time ratios need 'rbf')",
+        default=DEFAULT_KERNELS,
+        help=f"kernels to benchmark (default: {' '.join(DEFAULT_KERNELS)}; time ratios need 'rbf' and 'ibnn')",
     )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -598,7 +637,10 @@ def main(argv: list[str] | None = None) -> None:
         f"\ntime: median of {args.repeats} after one warm-up; ratio to {KERNELS[REFERENCE][0]} at the same"
         f" N and dtype. peak: extra memory of one evaluation over the baseline after the warm-up"
         f" ({'CUDA allocated bytes' if args.device.startswith('cuda') else 'RSS'};"
-        f" allocator: {', '.join(allocators) or 'n/a'})."
+        f" allocator: {', '.join(allocators) or 'n/a'}); it includes the result, which is two"
+        " N x N matrices for the NNGP+NTK rows. eager / compiled: gp_ntk.settings.compile_kernels"
+        " forced to 'never' / 'always'; other gp_ntk rows use the default ('auto': compiled from"
+        " N x N >= 2**24)."
     )
     if hasattr(os, "getloadavg"):
         load = os.getloadavg()

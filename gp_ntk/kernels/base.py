@@ -40,8 +40,13 @@ _MAX_COMPILED_GRAPHS = 256
 def _compiled_block_outputs():
     # one compiled function for all kernels: dynamo guards on the kernel's type and structure
     # (depth, activation), on ``outputs`` and on the sides' zero flags, and keeps one graph per
-    # configuration; shapes are dynamic, so the blocks of all sizes share it
-    return torch.compile(_block_outputs, dynamic=True)
+    # configuration; shapes are dynamic, so the blocks of all sizes share it.
+    # realize_reads_threshold=1: a layer's covariance feeds both the next layer and the NTK, and
+    # inductor would otherwise inline (recompute) the whole chain of earlier layers into each
+    # reader, so that the cost of NNGP+NTK grew quadratically with depth (measured: depth 10
+    # three times slower); storing every intermediate that has more than one reader keeps it
+    # linear, and a block's intermediates stay in cache.
+    return torch.compile(_block_outputs, dynamic=True, options={"realize_reads_threshold": 1})
 
 
 def _run_block(
