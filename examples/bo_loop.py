@@ -1,4 +1,4 @@
-"""Bayesian optimisation with an NTK surrogate in a plain BoTorch loop, against Matern and random search.
+"""Bayesian optimisation with NNGP and NTK surrogates in a plain BoTorch loop, against Matern and random search.
 
 What it shows
 -------------
@@ -6,13 +6,13 @@ The loop a BoTorch user writes, with a network kernel in place of the usual one:
 
 1. a scrambled Sobol initial design;
 2. per iteration, a ``SingleTaskGP`` whose covariance is a gp_ntk kernel, built by
-   :func:`gp_ntk.bo.make_bo_model` (``ScaleKernel(NTKKernel(depth=3))`` with priors, inputs
+   :func:`gp_ntk.bo.make_bo_model` (``ScaleKernel(NTKKernel(depth=3))`` or the NNGP with priors, inputs
    mapped onto [-1, 1]^d by :class:`gp_ntk.bo.CenteredNormalize`, outcomes standardised),
    fitted by BoTorch's ``fit_gpytorch_mll``;
 3. ``qLogNoisyExpectedImprovement`` maximised by ``optimize_acqf`` over the search box;
 4. the objective at the new point.
 
-The same loop runs with an NNGP surrogate, with BoTorch's Matern-5/2 (ARD, Gamma priors) and
+The same loop runs with BoTorch's Matern-5/2 (ARD, Gamma priors) and
 with random search, from the same initial design and several seeds. A progress bar shows the
 best value so far; the script prints the final log10 simple regret (mean ± standard error over
 seeds) and the time per iteration of every surrogate, and writes ``bo_regret.png``: log10

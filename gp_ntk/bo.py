@@ -2,7 +2,7 @@ r"""Bayesian optimisation with infinite-width network kernels as BoTorch surroga
 
 Every gp_ntk kernel is a GPyTorch ``Kernel``, so adopting one in BoTorch is one argument::
 
-    model = SingleTaskGP(train_X, train_Y, covar_module=ScaleKernel(gp_ntk.NTKKernel(depth=3)),
+    model = SingleTaskGP(train_X, train_Y, covar_module=ScaleKernel(gp_ntk.NNGPKernel(depth=3)),
                          input_transform=gp_ntk.bo.CenteredNormalize(d, bounds))
 
 This module adds what that line leaves to the user:
@@ -219,7 +219,8 @@ class UnitVarianceKernel(Kernel):
     semi-definite). A dot-product kernel's prior variance grows with :math:`\lVert x\rVert`
     (for ReLU, :math:`k(x, x) = w\lVert x\rVert^2/d + ` bias terms), so on a centred box it is
     largest at the corners; an acquisition function that rewards variance then proposes
-    corners, and in high dimension almost only corners (``docs/bo.md`` measures this). Dividing
+    corners, and in high dimension almost only corners (``python benchmarks/bo.py --corners
+    PROBLEM`` counts the proposals on the boundary of the box). Dividing
     the variance out leaves only the angular structure.
 
     For ``k(X, X)`` the variances are read off the matrix's own diagonal, so the diagonal is
@@ -311,9 +312,9 @@ def bo_kernel(
         ard: one first-layer weight variance per input feature (same prior).
         priors: attach the priors above (``False``: plain ``Positive`` parameters, no priors).
         normalize: wrap the kernel in :class:`UnitVarianceKernel` (unit prior variance
-            everywhere, the outputscale is then the prior variance). Off by default: measured
-            in ``docs/bo.md``, it helps where a plain dot-product kernel keeps proposing
-            corners of a high-dimensional box and costs elsewhere.
+            everywhere, the outputscale is then the prior variance). Off by default: in
+            ``docs/bo.md``'s benchmark it helps on some problems (Hartmann-6, Hartmann-6 in
+            100-D) and costs on others (Levy-10 and Levy-30 on their standard boxes).
         batch_shape: kernel batch shape, e.g. ``torch.Size([m])`` for ``m`` independent outputs.
         **kernel_kwargs: passed on to the kernel's constructor.
     """
