@@ -33,9 +33,19 @@ def test_kernel_eval_reports_ratios_for_both_outputs_and_eager_rows(
 ) -> None:
     kernel_eval = _load("kernel_eval")
     kernels = ["nngp+ntk-relu", "nngp-relu-eager", "ibnn", "rbf"]
-    kernel_eval.main(
-        ["--sizes", "64", "--repeats", "1", "--threads", "1", "--isolation", "none", "--kernels", *kernels]
-    )
+    arguments = [
+        "--sizes",
+        "64",
+        "--dtypes",
+        "float64",
+        "--repeats",
+        "1",
+        "--threads",
+        "1",
+        "--isolation",
+        "none",
+    ]
+    kernel_eval.main([*arguments, "--kernels", *kernels])
     lines = capsys.readouterr().out.splitlines()
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| kernel")]
     assert len(rows) == len(kernels)
