@@ -62,3 +62,17 @@ def kernel_function(kernel):
 
     params = [p.detach().clone().requires_grad_(True) for _, p in module.named_parameters()]
     return fn, params
+
+
+def break_compiler(monkeypatch) -> None:
+    """Make every ``torch.compile`` of a kernel block fail, as on a machine without a compiler."""
+    from gp_ntk.kernels import base
+
+    def broken():
+        def fail(*args, **kwargs):
+            raise RuntimeError("no compiler here (test)")
+
+        return fail
+
+    monkeypatch.setattr(base, "_compiled_block_outputs", broken)
+    monkeypatch.setattr(gp_ntk.settings.compile_kernels, "_broken", False)

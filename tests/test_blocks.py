@@ -7,7 +7,7 @@ import shutil
 import gpytorch
 import pytest
 import torch
-from _helpers import KERNELS, singular_inputs
+from _helpers import KERNELS, break_compiler, singular_inputs
 
 import gp_ntk
 from gp_ntk import blocks
@@ -245,16 +245,7 @@ def test_compiled_dense_blocks_match_eager_values_and_gradients():
 
 
 def test_dense_compile_failure_falls_back_to_eager(monkeypatch):
-    from gp_ntk.kernels import base
-
-    def broken():
-        def fail(*args, **kwargs):
-            raise RuntimeError("no compiler here (test)")
-
-        return fail
-
-    monkeypatch.setattr(base, "_compiled_block_outputs", broken)
-    monkeypatch.setattr(gp_ntk.settings.compile_kernels, "_broken", False)
+    break_compiler(monkeypatch)
     kernel = gp_ntk.NTKKernel(2, "relu", 2.0, 0.1).to(DTYPE)
     x = _inputs(30)
     with _blocked(200), gp_ntk.settings.compile_kernels("always"):

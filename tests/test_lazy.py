@@ -8,7 +8,7 @@ import warnings
 import gpytorch
 import pytest
 import torch
-from _helpers import KERNELS, singular_inputs
+from _helpers import KERNELS, break_compiler, singular_inputs
 
 import gp_ntk
 from gp_ntk.lazy import BlockedKernelLinearOperator
@@ -272,16 +272,7 @@ def test_compiled_blocks_match_eager_values_and_gradients(float64_default):
 
 
 def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch, float64_default):
-    from gp_ntk.kernels import base
-
-    def broken():
-        def fail(*args, **kwargs):
-            raise RuntimeError("no compiler here (test)")
-
-        return fail
-
-    monkeypatch.setattr(base, "_compiled_block_outputs", broken)
-    monkeypatch.setattr(gp_ntk.settings.compile_kernels, "_broken", False)
+    break_compiler(monkeypatch)
     kernel = gp_ntk.NNGPKernel(2, "relu", 2.0, 0.1)
     x = _inputs(30)
     v = torch.randn(30, 2)
