@@ -98,6 +98,16 @@ class _KernelFunctions:
         )
 
 
+def _features_as_batch(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+    """GPyTorch's ``last_dim_is_batch``: each feature a batch of one-dimensional inputs.
+
+    ``x1 is x2`` is kept, so that ``k(X, X)`` still takes the symmetric path.
+    """
+    same = x1 is x2
+    x1 = x1.transpose(-1, -2).unsqueeze(-1)
+    return x1, (x1 if same else x2.transpose(-1, -2).unsqueeze(-1))
+
+
 def _all_finite(values: Tensor) -> bool:
     # A NaN or inf anywhere makes the sum non-finite: one cheap reduction instead of an
     # elementwise test (which costs as much as a layer). Only a sum that overflows from
@@ -450,9 +460,7 @@ class VarianceKernel(Kernel):
     ) -> Tensor:
         """The kernel from explicitly given hyperparameters (see :meth:`_variances`), in one piece."""
         if last_dim_is_batch:
-            same = x1 is x2
-            x1 = x1.transpose(-1, -2).unsqueeze(-1)
-            x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
+            x1, x2 = _features_as_batch(x1, x2)
         if diag:
             nngp, ntk = self._diagonal_outputs(x1, x2, self._returns_ntk, variances)
             return ntk if self._returns_ntk else nngp

@@ -9,7 +9,7 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from ..activations import Activation, get_activation
-from .base import VarianceKernel, check_inputs
+from .base import VarianceKernel, _features_as_batch, check_inputs
 
 __all__ = ["NNGPKernel", "DeepNetworkKernel"]
 
@@ -135,9 +135,7 @@ class DeepNetworkKernel(VarianceKernel):
         check_inputs(x1, x2, self.ard_num_dims)
         variances = self._variances()
         if last_dim_is_batch:
-            same = x1 is x2
-            x1 = x1.transpose(-1, -2).unsqueeze(-1)
-            x2 = x1 if same else x2.transpose(-1, -2).unsqueeze(-1)
+            x1, x2 = _features_as_batch(x1, x2)
         if diag:
             nngp, ntk = self._diagonal_outputs(x1, x2, compute_ntk, variances)
         else:
