@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import activations, fitting, functional, lazy, models, selection, settings
+from . import activations, fitting, functional, lazy, models, networks, selection, settings
 from .activations import (
     GELU,
     ABReLU,
@@ -58,6 +58,7 @@ __all__ = [
     "get_activation",
     "lazy",
     "models",
+    "networks",
     "selection",
     "settings",
 ]
