@@ -42,7 +42,11 @@ def run(n: int, seed: int) -> dict[str, tuple[float, float, float]]:
     x = torch.randn(n, 4, generator=gen, dtype=torch.float64)
     y = target(x) + 0.05 * torch.randn(n, generator=gen, dtype=torch.float64)
     x_test = torch.randn(500, 4, generator=gen, dtype=torch.float64)
-    line = torch.linspace(-2, 2, 401, dtype=torch.float64).unsqueeze(-1) * torch.ones(1, 4, dtype=torch.float64) / 2
+    line = (
+        torch.linspace(-2, 2, 401, dtype=torch.float64).unsqueeze(-1)
+        * torch.ones(1, 4, dtype=torch.float64)
+        / 2
+    )
     out = {}
     for name, make in KERNELS.items():
         model = gp_ntk.ExactGPModel(x, y, kernel=make()).double()
