@@ -175,30 +175,34 @@ def check_state_dict(
     structure: dict[str, Any],
     state_dict: dict[str, Any],
     prefix: str,
-    strict: bool,
+    strict: bool | None,
     strict_shapes: bool,
 ) -> None:
     """Refuse a state dict before any of it is copied into ``module`` (and its children).
 
-    Checked: with ``strict``, the saved structure (when the entry is present) and the key
-    set of ``module``'s whole subtree; always, the shapes of the tensors present on both
-    sides (unless GPyTorch's ``load_strict_shapes(False)`` is on). A structure that differs
-    under ``strict=False`` is loaded with a warning.
+    ``strict`` is ``load_state_dict``'s argument when ``module`` is what is being loaded, and
+    ``None`` when it is loaded as part of a parent module (torch does not tell submodules).
+    Checked: the saved structure (when the entry is present), refused with ``strict`` or
+    ``None`` and loaded with a warning under ``strict=False``; with ``strict``, the key set of
+    ``module``'s whole subtree (a parent checks its keys itself, after loading); always, the
+    shapes of the tensors present on both sides, unless GPyTorch's ``load_strict_shapes(False)``
+    is on.
     """
     name = type(module).__name__
     structure_key = prefix + STRUCTURE_KEY
     problems: list[str] = []
     if structure_key in state_dict:
-        differences = _differences(decode_structure(state_dict[structure_key]), structure)
-        if differences and strict:
-            problems.append("it was saved from a kernel of another structure: " + "; ".join(differences))
-        elif differences:
+        differences = "; ".join(_differences(decode_structure(state_dict[structure_key]), structure))
+        if differences and strict is False:
             warnings.warn(
                 f"loading into {name} with strict=False a state_dict saved from a kernel of another "
-                f"structure ({'; '.join(differences)})",
+                f"structure ({differences})",
                 RuntimeWarning,
                 stacklevel=5,
             )
+        elif differences:
+            hint = "" if strict else f" (to load it anyway, remove the {structure_key!r} entry)"
+            problems.append(f"it was saved from a kernel of another structure{hint}: {differences}")
     own = module.state_dict(prefix=prefix, keep_vars=True)
     given = [key for key in state_dict if key.startswith(prefix)]
     if strict:

@@ -443,21 +443,39 @@ class VarianceKernel(Kernel):
         # the structure is fixed by the constructor; _load_from_state_dict compared it already
         decode_structure(state)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        r"""Load a state dict, checking the whole of it before copying anything.
+
+        With ``strict=True`` (torch's default) a state dict saved from a kernel of another
+        structure (class, depth, activation, parameterization, width, per-layer, ARD, bias,
+        order, number of layers; see :meth:`_structure`), or one with missing or unexpected
+        keys, is refused with a ``RuntimeError`` naming what differs; tensors of the wrong shape
+        always are. A refused call changes nothing. ``strict=False`` loads what matches by name
+        and shape, as in torch, and warns about a structure that differs. State dicts saved
+        before the structure was stored (no ``_extra_state`` entry) load as before, their
+        structure unchecked.
+
+        Loaded as part of a model (``model.load_state_dict``), the kernel refuses another
+        structure or wrong shapes before copying any of its own tensors; the model's missing or
+        unexpected keys are torch's to report, after loading.
+        """
+        check_state_dict(
+            self, self._structure(), state_dict, "", strict, getattr(self, "_load_strict_shapes", True)
+        )
+        self.__dict__["_state_checked"] = True
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        finally:
+            self.__dict__["_state_checked"] = False
+
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        r"""Check the whole state of this kernel before copying any of it.
-
-        With ``strict=True`` (torch's default) a state dict saved from a kernel of another
-        structure (class, depth, activation, parameterization, per-layer, ARD, bias; see
-        :meth:`_structure`), or one with missing or unexpected keys, is refused with a
-        ``RuntimeError`` naming what differs; tensors of the wrong shape always are. Nothing
-        of the kernel is changed by a refused call. State dicts saved before the structure was
-        stored (no ``_extra_state`` entry) load as before, their structure unchecked.
-        """
-        check_state_dict(
-            self, self._structure(), state_dict, prefix, strict, getattr(self, "_load_strict_shapes", True)
-        )
+        if not self.__dict__.get("_state_checked", False):
+            # part of a parent's load_state_dict, whose strict torch does not pass down
+            check_state_dict(
+                self, self._structure(), state_dict, prefix, None, getattr(self, "_load_strict_shapes", True)
+            )
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
