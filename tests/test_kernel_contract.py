@@ -85,6 +85,24 @@ def test_structure_is_checked_inside_a_model():
     _assert_unchanged(target.base_kernel, before)
 
 
+def test_partial_non_strict_load_inside_a_model_still_works():
+    source = gpytorch.kernels.ScaleKernel(gp_ntk.NNGPKernel(depth=5))
+    source.outputscale = 2.5
+    target = gpytorch.kernels.ScaleKernel(gp_ntk.NNGPKernel(depth=2))
+    before = _parameters(target.base_kernel)
+    # only the outputscale: the kernel's own entries are missing, which strict=False allows
+    result = target.load_state_dict({"raw_outputscale": source.raw_outputscale.detach()}, strict=False)
+    assert any(key.startswith("base_kernel.") for key in result.missing_keys)
+    torch.testing.assert_close(target.outputscale, source.outputscale)
+    _assert_unchanged(target.base_kernel, before)
+    # across structures inside a model: refused, saying how to load it anyway
+    with pytest.raises(RuntimeError, match="remove the 'base_kernel._extra_state' entry"):
+        target.load_state_dict(source.state_dict(), strict=False)
+    state = {k: v for k, v in source.state_dict().items() if k != "base_kernel._extra_state"}
+    target.load_state_dict(state)
+    torch.testing.assert_close(target.base_kernel.weight_variance, source.base_kernel.weight_variance)
+
+
 def test_same_structure_round_trips_through_weights_only_torch_load():
     x = torch.randn(6, 3)
     kernel = _perturbed(gp_ntk.NTKKernel(depth=3, activation="gelu", per_layer=True, ard_num_dims=3))
