@@ -234,9 +234,13 @@ class VarianceKernel(Kernel):
             ard_num_dims = as_integer(ard_num_dims, "ard_num_dims must be a positive integer or None")
         active_dims = kwargs.get("active_dims")
         if active_dims is not None:
-            indices = torch.as_tensor(active_dims)
+            try:
+                indices = torch.as_tensor(active_dims)
+            except (TypeError, ValueError, RuntimeError):
+                indices = None
             if (
-                indices.dim() > 1
+                indices is None
+                or indices.dim() > 1
                 or indices.is_floating_point()
                 or indices.is_complex()
                 or bool((indices < 0).any())
