@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 #: the key (after the module's prefix) under which torch stores ``get_extra_state()``
-STRUCTURE_KEY = torch.nn.modules.module._EXTRA_STATE_KEY_SUFFIX
+STRUCTURE_KEY = getattr(torch.nn.modules.module, "_EXTRA_STATE_KEY_SUFFIX", "_extra_state")
 
 # version of the structure entry's encoding, stored with it
 _STRUCTURE_FORMAT = 1
@@ -198,7 +198,7 @@ def check_state_dict(
                 f"loading into {name} with strict=False a state_dict saved from a kernel of another "
                 f"structure ({differences})",
                 RuntimeWarning,
-                stacklevel=5,
+                stacklevel=3,  # the caller of the kernel's load_state_dict (only it passes strict=False)
             )
         elif differences:
             hint = "" if strict else f" (to load it anyway, remove the {structure_key!r} entry)"
