@@ -262,7 +262,10 @@ def test_exact_gp_trains_and_predicts(cls, dtype):
         (lambda: gp_ntk.NNGPKernel(bias_variance=-0.1), "bias_variance must be non-negative"),
         (lambda: gp_ntk.NNGPKernel(weight_variance=float("nan")), "weight_variance must be finite"),
         (lambda: gp_ntk.NNGPKernel(parameterization="mup"), "parameterization must be one of"),
-        (lambda: gp_ntk.NNGPKernel(depth=2, weight_variance=[1.0, 2.0]), "weight_variance needs 1 or 3"),
+        (
+            lambda: gp_ntk.NNGPKernel(depth=2, weight_variance=[1.0, 2.0]),
+            r"weight_variance: got 2 values; pass one number or depth \+ 1 = 3",
+        ),
         (lambda: gp_ntk.NNGPKernel(bias_variance=[0.1, 0.0, 0.2]), "all positive or 0"),
         (lambda: gp_ntk.ArcCosineKernel(order=-1), "order must be a non-negative integer"),
         (lambda: gp_ntk.ArcCosineKernel(order=1.5), "order must be a non-negative integer"),

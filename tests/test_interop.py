@@ -261,7 +261,9 @@ def test_gpflow_arccosine_ard_from_constructor():
     )
     # the per-feature variances are the only weights: no unused shared parameter is left over
     assert base.weight_variance is None and "raw_weight_variance" not in dict(base.named_parameters())
-    with pytest.raises(ValueError, match="weight_variance .per input feature. needs 1 or 3"):
+    with pytest.raises(
+        ValueError, match=r"weight_variance: got 2 values; pass one number or ard_num_dims = 3 values"
+    ):
         gp_ntk.ArcCosineKernel(1, 1, [1.0, 2.0], 0.5, ard_num_dims=3)
 
 

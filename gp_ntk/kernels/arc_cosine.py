@@ -8,6 +8,7 @@ from gpytorch.constraints import Interval
 from gpytorch.priors import Prior
 
 from ..activations import ArcCos
+from ._contract import as_initial_values, as_integer, check_single_layer_counts
 from .base import VarianceKernel
 
 __all__ = ["ArcCosineKernel"]
@@ -70,11 +71,13 @@ class ArcCosineKernel(VarianceKernel):
         **kwargs,
     ) -> None:
         activation = ArcCos(order)  # validates order
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
+        num_layers = as_integer(num_layers, "num_layers must be an integer >= 1")
+        weights = as_initial_values(weight_variance, "weight_variance")
+        biases = as_initial_values(bias_variance, "bias_variance")
+        check_single_layer_counts(type(self).__name__, weights, biases, ard_num_dims)
         super().__init__(
-            weight_variance=weight_variance,
-            bias_variance=bias_variance,
+            weight_variance=weights,
+            bias_variance=biases,
             num_weight_variances=0 if ard_num_dims is not None else 1,
             num_bias_variances=1,
             ard_num_dims=ard_num_dims,
@@ -91,6 +94,9 @@ class ArcCosineKernel(VarianceKernel):
     def _recursion_layers(self, like, diag, variances):
         # k_n = 2 E[phi(u) phi(v)]: each composition is a layer with weight variance 2, no bias
         return [2.0] * self.num_layers, [None] * self.num_layers
+
+    def _structure(self) -> dict:
+        return {**super()._structure(), "order": self.order, "num_layers": self.num_layers}
 
     def extra_repr(self) -> str:
         return f"order={self.order}, num_layers={self.num_layers}, bias={self.has_bias}"

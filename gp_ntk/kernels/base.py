@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from gpytorch.constraints import Interval, Positive
@@ -24,6 +24,18 @@ from ..functional import (
     zero_variances,
 )
 from ..lazy import BlockedKernelLinearOperator
+from ._contract import (
+    STRUCTURE_KEY,
+    as_initial_values,
+    as_integer,
+    broadcasts_to,
+    check_state_dict,
+    decode_structure,
+    encode_structure,
+    exact_values,
+    get_variance,
+    set_variance,
+)
 
 __all__ = ["VarianceKernel", "check_inputs"]
 
@@ -116,28 +128,22 @@ def _all_finite(values: Tensor) -> bool:
         return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
 
 
-def _as_initial_values(value: float | Sequence[float] | Tensor, name: str) -> list[float]:
-    if isinstance(value, Tensor):
-        values = value.detach().reshape(-1).tolist()
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        values = [float(v) for v in value]
-    else:
-        try:
-            values = [float(value)]
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a number or a sequence of numbers, got {value!r}") from None
-    if not values:
-        raise ValueError(f"{name} must not be empty")
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name} must be finite, got {values}")
-    return values
-
-
-def check_inputs(x1: Tensor, x2: Tensor, ard_num_dims: int | None = None, check_values: bool = True) -> None:
+def check_inputs(
+    x1: Tensor,
+    x2: Tensor,
+    ard_num_dims: int | None = None,
+    check_values: bool = True,
+    diag: bool = False,
+    batch_shape: torch.Size | None = None,
+    last_dim_is_batch: bool = False,
+) -> None:
     """Raise ``ValueError`` for inputs a kernel cannot take; nothing is modified.
 
-    ``check_values`` adds the ARD width and, while :class:`gp_ntk.settings.check_finite` is
-    on, a scan for NaN/inf entries.
+    Shapes: ``(..., n, d)`` floating-point tensors of one dtype and width, whose batch
+    dimensions broadcast with each other and with the kernel's ``batch_shape`` (the features
+    count as a batch dimension with ``last_dim_is_batch``); ``diag=True`` pairs rows, so
+    both need the same number. ``check_values`` adds the ARD width and, while
+    :class:`gp_ntk.settings.check_finite` is on, a scan for NaN/inf entries.
     """
     for name, x in (("x1", x1), ("x2", x2)):
         if not isinstance(x, Tensor):
@@ -155,6 +161,29 @@ def check_inputs(x1: Tensor, x2: Tensor, ard_num_dims: int | None = None, check_
             f"x1 and x2 must have the same number of features (last dimension), "
             f"got x1: {x1.shape[-1]} and x2: {x2.shape[-1]}"
         )
+    if diag and x1.shape[-2] != x2.shape[-2]:
+        raise ValueError(
+            f"diag=True pairs the rows of x1 and x2, so they need the same number of rows, "
+            f"got x1: {x1.shape[-2]} and x2: {x2.shape[-2]}"
+        )
+    batch1, batch2 = x1.shape[:-2], x2.shape[:-2]
+    if last_dim_is_batch:
+        batch1, batch2 = batch1 + x1.shape[-1:], batch2 + x2.shape[-1:]
+    try:
+        batch = torch.broadcast_shapes(batch1, batch2)
+    except RuntimeError:
+        raise ValueError(
+            f"the batch shapes of x1 {tuple(batch1)} and x2 {tuple(batch2)} do not broadcast "
+            f"(inputs have shape (*batch, n, d))"
+        ) from None
+    if batch_shape is not None:
+        try:
+            torch.broadcast_shapes(batch, batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"the inputs' batch shape {tuple(batch)} does not broadcast with the kernel's "
+                f"batch_shape {tuple(batch_shape)}"
+            ) from None
     if not check_values or torch.compiler.is_compiling():
         # compiled block evaluation: the operator checked the whole inputs before
         return
@@ -201,13 +230,29 @@ class VarianceKernel(Kernel):
         bias_variance_constraint: Interval | None = None,
         **kwargs,
     ) -> None:
-        if ard_num_dims is not None and (
-            isinstance(ard_num_dims, bool) or not isinstance(ard_num_dims, int) or ard_num_dims < 1
-        ):
-            raise ValueError(f"ard_num_dims must be a positive integer or None, got {ard_num_dims!r}")
+        if ard_num_dims is not None:
+            ard_num_dims = as_integer(ard_num_dims, "ard_num_dims must be a positive integer or None")
+        active_dims = kwargs.get("active_dims")
+        if active_dims is not None:
+            try:
+                indices = torch.as_tensor(active_dims)
+            except (TypeError, ValueError, RuntimeError):
+                indices = None
+            if (
+                indices is None
+                or indices.dim() > 1
+                or indices.is_floating_point()
+                or indices.is_complex()
+                or bool((indices < 0).any())
+            ):
+                raise ValueError(
+                    f"active_dims must be a sequence of non-negative feature indices, got {active_dims!r}"
+                )
         super().__init__(ard_num_dims=ard_num_dims, **kwargs)
-        weights = _as_initial_values(weight_variance, "weight_variance")
-        biases = _as_initial_values(bias_variance, "bias_variance")
+        # the exact (float64) value last set for each raw parameter, see _apply
+        self._exact_variances: dict[str, tuple[Tensor, Tensor]] = {}
+        weights = as_initial_values(weight_variance, "weight_variance")
+        biases = as_initial_values(bias_variance, "bias_variance")
         if any(v <= 0 for v in weights):
             raise ValueError(f"weight_variance must be positive, got {weights}")
         if any(v < 0 for v in biases):
@@ -225,7 +270,7 @@ class VarianceKernel(Kernel):
                 torch.nn.Parameter(torch.zeros(*self.batch_shape, num_weight_variances)),
             )
             self.register_constraint("raw_weight_variance", self.weight_variance_constraint)
-            self._set_weight_variance(torch.tensor(layer_weights))
+            self._set_weight_variance(torch.tensor(layer_weights, dtype=torch.float64))
             if weight_variance_prior is not None:
                 self._register_variance_prior(weight_variance_prior, "weight_variance")
         if ard_num_dims is not None:
@@ -239,7 +284,7 @@ class VarianceKernel(Kernel):
             self.register_constraint(
                 "raw_input_weight_variance", copy.deepcopy(self.weight_variance_constraint)
             )
-            self._set_input_weight_variance(torch.tensor(ard_weights))
+            self._set_input_weight_variance(torch.tensor(ard_weights, dtype=torch.float64))
             if weight_variance_prior is not None:
                 self._register_variance_prior(weight_variance_prior, "input_weight_variance")
 
@@ -251,7 +296,7 @@ class VarianceKernel(Kernel):
                 torch.nn.Parameter(torch.zeros(*self.batch_shape, num_bias_variances)),
             )
             self.register_constraint("raw_bias_variance", self.bias_variance_constraint)
-            self._set_bias_variance(torch.tensor(biases))
+            self._set_bias_variance(torch.tensor(biases, dtype=torch.float64))
             if bias_variance_prior is not None:
                 self._register_variance_prior(bias_variance_prior, "bias_variance")
         elif bias_variance_prior is not None:
@@ -259,20 +304,22 @@ class VarianceKernel(Kernel):
 
     @staticmethod
     def _spread(values: list[float], count: int, name: str) -> list[float]:
+        # the subclasses have refused wrong counts with their reasons; this is the safety net
         if len(values) == 1:
             return values * count
         if len(values) != count:
-            raise ValueError(f"{name} needs 1 or {count} values here, got {len(values)}")
+            raise ValueError(f"{name}: got {len(values)} values; pass one number or {count} values")
         return values
 
     def _register_variance_prior(self, prior: Prior, name: str) -> None:
         if not isinstance(prior, Prior):
             raise ValueError(f"{name}_prior must be a gpytorch.priors.Prior, got {type(prior).__name__}")
+        # partials of module-level functions, not lambdas: a kernel with priors must pickle
         self.register_prior(
             f"{name}_prior",
             prior,
-            lambda m, _name=name: getattr(m, _name),
-            lambda m, v, _name=name: getattr(m, f"_set_{_name}")(v),
+            functools.partial(get_variance, name),
+            functools.partial(set_variance, name),
         )
 
     # ------------------------------------------------------------------ properties
@@ -307,14 +354,37 @@ class VarianceKernel(Kernel):
     def input_weight_variance(self, value: Tensor | float) -> None:
         self._set_input_weight_variance(value)
 
+    def _count_hint(self, name: str) -> str:
+        """What the last dimension of variance ``name`` holds, for error messages."""
+        if name == "input_weight_variance":
+            return f"ard_num_dims = {self.ard_num_dims} values, one per input feature"
+        return "1 value"
+
     def _set_positive(self, raw_name: str, value: Tensor | float, name: str) -> None:
+        """Write a constrained value; refuse (leaving the parameter as it was) a bad one.
+
+        The value must broadcast to the parameter's shape ``(*batch_shape, k)`` (``(*batch_shape,
+        1, d)`` for ``input_weight_variance``) as torch broadcasting does, trailing dimensions
+        aligned: one number, ``k`` values for every batch member, or the full shape.
+        """
         raw = getattr(self, raw_name)
-        # straight to the parameter's dtype: a Python float must not round through float32
-        value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)
-        if not bool(torch.isfinite(value).all()) or bool((value <= 0).any()):
-            raise ValueError(f"{name} must be positive and finite, got {value}")
+        exact = exact_values(value)
+        if not broadcasts_to(exact.shape, raw.shape):
+            raise ValueError(
+                f"{name}: a value of shape {tuple(exact.shape)} does not broadcast to the parameter's shape "
+                f"{tuple(raw.shape)} (batch_shape {tuple(self.batch_shape)}, then {self._count_hint(name)}); "
+                f"pass one number{'' if raw.shape[-1] == 1 else f', {raw.shape[-1]} values'} "
+                f"or a tensor of shape {tuple(raw.shape)}"
+            )
+        if not bool(torch.isfinite(exact).all()) or bool((exact <= 0).any()):
+            raise ValueError(f"{name} must be positive and finite, got {exact.tolist()}")
+        exact = exact.expand(raw.shape).clone()
         constraint = getattr(self, f"{raw_name}_constraint")
-        self.initialize(**{raw_name: constraint.inverse_transform(value)})
+        # straight from float64 to the parameter's dtype: a Python float must not round through float32
+        self.initialize(
+            **{raw_name: constraint.inverse_transform(exact.to(dtype=raw.dtype, device=raw.device))}
+        )
+        self.__dict__.setdefault("_exact_variances", {})[raw_name] = (exact, raw.detach().clone())
 
     def _set_weight_variance(self, value: Tensor | float) -> None:
         if not hasattr(self, "raw_weight_variance"):
@@ -330,6 +400,92 @@ class VarianceKernel(Kernel):
         if self.ard_num_dims is None:
             raise ValueError("input_weight_variance exists only with ard_num_dims")
         self._set_positive("raw_input_weight_variance", value, "input_weight_variance")
+
+    # ------------------------------------------------------------------ dtype conversions
+
+    def _apply(self, fn, recurse: bool = True):
+        r"""Module conversions (``.double()``, ``.to(...)``), keeping the values that were set exactly.
+
+        A kernel built in float32 with ``weight_variance=0.3`` holds the float32 rounding of its
+        raw (unconstrained) parameter; a plain cast to float64 would carry that rounding
+        (:math:`\sim 10^{-8}` relative). Each setter remembers the float64 value it was given
+        together with what it wrote; a conversion to a more precise dtype of a parameter that
+        still holds exactly what was written writes the remembered value instead, as if the
+        kernel had been built in that dtype. A parameter changed since (by an optimiser,
+        ``load_state_dict``, ``initialize``) is just cast, and forgotten.
+        """
+        memory = self.__dict__.setdefault("_exact_variances", {})
+        before = {name: getattr(self, name).detach().clone() for name in memory}
+        result = super()._apply(fn, recurse)
+        for name, (exact, written) in list(memory.items()):
+            raw, old = getattr(self, name), before[name]
+            if old.shape != written.shape or old.dtype != written.dtype or not torch.equal(old, written):
+                del memory[name]
+                continue
+            if (
+                raw.dtype != old.dtype
+                and raw.is_floating_point()
+                and torch.finfo(raw.dtype).eps < torch.finfo(old.dtype).eps
+            ):
+                constraint = getattr(self, f"{name}_constraint")
+                with torch.no_grad():
+                    raw.copy_(constraint.inverse_transform(exact.to(dtype=raw.dtype, device=raw.device)))
+            memory[name] = (exact, raw.detach().clone())
+        return result
+
+    # ------------------------------------------------------------------ saved state
+
+    def _structure(self) -> dict[str, Any]:
+        """What the parameters mean: a state dict loads only into a kernel of the same structure."""
+        return {"kernel": type(self).__qualname__, "ard_num_dims": self.ard_num_dims, "bias": self.has_bias}
+
+    def get_extra_state(self) -> Tensor:
+        """The kernel's structure (:meth:`_structure`), saved in ``state_dict`` as ``_extra_state``."""
+        return encode_structure(self._structure())
+
+    def set_extra_state(self, state: Any) -> None:
+        # the structure is fixed by the constructor; _load_from_state_dict compared it already
+        decode_structure(state)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        r"""Load a state dict, checking the whole of it before copying anything.
+
+        With ``strict=True`` (torch's default) a state dict saved from a kernel of another
+        structure (class, depth, activation, parameterization, width, per-layer, ARD, bias,
+        order, number of layers; see :meth:`_structure`), or one with missing or unexpected
+        keys, is refused with a ``RuntimeError`` naming what differs; tensors of the wrong shape
+        always are. A refused call changes nothing. ``strict=False`` loads what matches by name
+        and shape, as in torch, and warns about a structure that differs. State dicts saved
+        before the structure was stored (no ``_extra_state`` entry) load as before, their
+        structure unchecked.
+
+        Loaded as part of a model (``model.load_state_dict``), the kernel refuses another
+        structure or wrong shapes before copying any of its own tensors; the model's missing or
+        unexpected keys are torch's to report, after loading.
+        """
+        check_state_dict(
+            self, self._structure(), state_dict, "", strict, getattr(self, "_load_strict_shapes", True)
+        )
+        self.__dict__["_state_checked"] = True
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        finally:
+            self.__dict__["_state_checked"] = False
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        if not self.__dict__.get("_state_checked", False):
+            # part of a parent's load_state_dict, whose strict torch does not pass down
+            check_state_dict(
+                self, self._structure(), state_dict, prefix, None, getattr(self, "_load_strict_shapes", True)
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        structure_key = prefix + STRUCTURE_KEY
+        if structure_key not in state_dict and structure_key in missing_keys:
+            missing_keys.remove(structure_key)
 
     # ------------------------------------------------------------------ helpers for forward
 
@@ -469,7 +625,14 @@ class VarianceKernel(Kernel):
         return self._block(side1, side2, "kernel", variances)[0]
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
-        check_inputs(x1, x2, self.ard_num_dims)
+        check_inputs(
+            x1,
+            x2,
+            self.ard_num_dims,
+            diag=diag,
+            batch_shape=self.batch_shape,
+            last_dim_is_batch=last_dim_is_batch,
+        )
         variances = self._variances()
         if diag or last_dim_is_batch:
             return self._checked_output(self._evaluate(x1, x2, diag, last_dim_is_batch, **variances))
@@ -538,7 +701,23 @@ class VarianceKernel(Kernel):
         # instead, since a flat feature vector is the more likely mistake. The value checks
         # (finite entries, ARD width after active_dims) run in forward, which ScaleKernel and
         # lazy evaluation reach without passing through here.
-        check_inputs(x1, x1 if x2 is None else x2, check_values=False)
+        last_dim_is_batch = bool(params.get("last_dim_is_batch", False))
+        check_inputs(
+            x1,
+            x1 if x2 is None else x2,
+            check_values=False,
+            diag=diag and x2 is not None,
+            # with last_dim_is_batch the features (after active_dims) are a batch: forward checks
+            batch_shape=None if last_dim_is_batch else self.batch_shape,
+        )
+        if self.active_dims is not None:
+            num_features = x1.shape[-1]
+            outside = [int(i) for i in self.active_dims.tolist() if not 0 <= int(i) < num_features]
+            if outside:
+                raise ValueError(
+                    f"active_dims {self.active_dims.tolist()} selects feature(s) {outside}, but the inputs "
+                    f"have {num_features} features (indices 0 to {num_features - 1})"
+                )
         if self.ard_num_dims is not None:
             width = x1.shape[-1] if self.active_dims is None else len(self.active_dims)
             if width != self.ard_num_dims:

@@ -8,6 +8,7 @@ from gpytorch.constraints import Interval
 from gpytorch.priors import Prior
 
 from ..activations import Erf
+from ._contract import as_initial_values, check_single_layer_counts
 from .base import VarianceKernel
 
 __all__ = ["ErfKernel"]
@@ -54,9 +55,12 @@ class ErfKernel(VarianceKernel):
         bias_variance_constraint: Interval | None = None,
         **kwargs,
     ) -> None:
+        weights = as_initial_values(weight_variance, "weight_variance")
+        biases = as_initial_values(bias_variance, "bias_variance")
+        check_single_layer_counts(type(self).__name__, weights, biases, ard_num_dims)
         super().__init__(
-            weight_variance=weight_variance,
-            bias_variance=bias_variance,
+            weight_variance=weights,
+            bias_variance=biases,
             num_weight_variances=0 if ard_num_dims is not None else 1,
             num_bias_variances=1,
             ard_num_dims=ard_num_dims,

@@ -9,6 +9,7 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from ..activations import Activation, get_activation
+from ._contract import as_initial_values, as_integer, check_count, describe_activation
 from .base import VarianceKernel, _features_as_batch, check_inputs
 
 __all__ = ["NNGPKernel", "DeepNetworkKernel"]
@@ -16,8 +17,14 @@ __all__ = ["NNGPKernel", "DeepNetworkKernel"]
 _PARAMETERIZATIONS = ("ntk", "standard")
 
 
-def _is_sequence(value) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 1
+def _layer_count(name: str, depth: int, ard: bool) -> str:
+    """What ``depth`` per-layer values of variance ``name`` are, for error messages."""
+    if name == "weight_variance" and ard:
+        return (
+            f"depth = {depth} per-layer values (layers 2 to depth + 1: with ard_num_dims the first "
+            "layer's weights are input_weight_variance)"
+        )
+    return f"depth + 1 = {depth + 1} per-layer values (one per affine layer)"
 
 
 class DeepNetworkKernel(VarianceKernel):
@@ -69,28 +76,32 @@ class DeepNetworkKernel(VarianceKernel):
         bias_variance_constraint: Interval | None = None,
         **kwargs,
     ) -> None:
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be an integer >= 1 (number of hidden layers), got {depth!r}")
+        depth = as_integer(depth, "depth must be an integer >= 1 (number of hidden layers)")
         if not isinstance(parameterization, str) or parameterization.lower() not in _PARAMETERIZATIONS:
             raise ValueError(
                 f"parameterization must be one of {_PARAMETERIZATIONS}, got {parameterization!r}"
             )
         parameterization = parameterization.lower()
         if parameterization == "standard":
-            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-                raise ValueError(
-                    f"width (hidden-layer width, a positive integer) is required with "
-                    f"parameterization='standard', got {width!r}"
-                )
+            width = as_integer(
+                width,
+                "width (hidden-layer width, a positive integer) is required with parameterization='standard'",
+            )
         elif width is not None:
             raise ValueError("width applies only to parameterization='standard'")
         activation = get_activation(activation)
-        per_layer = bool(per_layer) or _is_sequence(weight_variance) or _is_sequence(bias_variance)
+        weights = as_initial_values(weight_variance, "weight_variance")
+        biases = as_initial_values(bias_variance, "bias_variance")
+        # lists, tuples, tensors and arrays alike: more than one value means per-layer values
+        per_layer = bool(per_layer) or len(weights) > 1 or len(biases) > 1
         num_layers = depth + 1
-        num_weights = (depth if ard_num_dims is not None else num_layers) if per_layer else 1
+        ard = ard_num_dims is not None
+        num_weights = (depth if ard else num_layers) if per_layer else 1
+        check_count(weights, num_weights, "weight_variance", _layer_count("weight_variance", depth, ard))
+        check_count(biases, num_layers, "bias_variance", _layer_count("bias_variance", depth, ard))
         super().__init__(
-            weight_variance=weight_variance,
-            bias_variance=bias_variance,
+            weight_variance=weights,
+            bias_variance=biases,
             num_weight_variances=num_weights,
             num_bias_variances=num_layers if per_layer else 1,
             ard_num_dims=ard_num_dims,
@@ -107,6 +118,23 @@ class DeepNetworkKernel(VarianceKernel):
         self.per_layer = per_layer
 
     _divides_by_dim = True
+
+    def _count_hint(self, name: str) -> str:
+        if name == "input_weight_variance":
+            return super()._count_hint(name)
+        if self.per_layer:
+            return _layer_count(name, self.depth, self.ard_num_dims is not None)
+        return "1 value shared by all layers (the kernel was built with per_layer=False)"
+
+    def _structure(self) -> dict:
+        return {
+            **super()._structure(),
+            "depth": self.depth,
+            "activation": describe_activation(self.activation),
+            "parameterization": self.parameterization,
+            "width": self.width,
+            "per_layer": self.per_layer,
+        }
 
     def _recursion_layers(self, like: Tensor, diag: bool, variances: dict[str, Tensor]) -> tuple[list, list]:
         """Weight and bias variances of layers 2 .. depth + 1, shaped for the covariances."""
@@ -132,7 +160,14 @@ class DeepNetworkKernel(VarianceKernel):
         Takes the inputs as they are (no ``active_dims`` selection, unlike calling the kernel);
         large matrices are evaluated in row blocks like :meth:`forward`'s.
         """
-        check_inputs(x1, x2, self.ard_num_dims)
+        check_inputs(
+            x1,
+            x2,
+            self.ard_num_dims,
+            diag=diag,
+            batch_shape=self.batch_shape,
+            last_dim_is_batch=last_dim_is_batch,
+        )
         variances = self._variances()
         if last_dim_is_batch:
             x1, x2 = _features_as_batch(x1, x2)
