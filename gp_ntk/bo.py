@@ -22,7 +22,9 @@ This module adds what that line leaves to the user:
 * :func:`run_bo`: a complete, fault-tolerant BO loop (Sobol initial design, fit, acquisition
   optimisation, evaluation) that reports and recovers from NaN objective values, candidates
   outside the bounds or repeating earlier ones, failed fits and failed acquisition
-  optimisations, and records the wall time of every iteration.
+  optimisations, and records the wall time of every iteration. What it cannot recover from
+  (the objective raising, say) stops it with :class:`BOError`, which keeps every evaluation
+  made so far as ``error.result``.
 
 BoTorch maximises; pass ``negate=True`` to BoTorch test functions (or negate your objective)
 to minimise.

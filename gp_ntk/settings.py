@@ -27,27 +27,33 @@ from typing import Any, ClassVar
 __all__ = ["block_evaluation", "check_finite", "compile_kernels", "lazy_evaluation"]
 
 
+class _Overrides(threading.local):
+    # a class attribute of a threading.local subclass is every thread's starting value, so
+    # reading it never raises (getattr with a default would, at a cost, in every new thread)
+    values: tuple | None = None
+
+
 class _Setting:
     """A tuple of values: process-wide defaults (class attributes) and per-thread overrides.
 
     ``_FIELDS`` names the class attributes holding the defaults. ``_local.values`` is the
-    current thread's override (a tuple in ``_FIELDS`` order) or absent. Every entry of an
+    current thread's override (a tuple in ``_FIELDS`` order) or None. Every entry of an
     object pushes the override it replaces on a stack of that object and thread; every exit
     pops it back.
     """
 
     _FIELDS: ClassVar[tuple[str, ...]] = ()
-    _local: ClassVar[threading.local]
+    _local: ClassVar[_Overrides]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # one store per setting; subclasses of a setting share their parent's
         if "_local" not in cls.__dict__ and not any("_local" in base.__dict__ for base in cls.__mro__[1:]):
-            cls._local = threading.local()
+            cls._local = _Overrides()
 
     @classmethod
     def _values(cls) -> tuple:
-        values = getattr(cls._local, "values", None)
+        values = cls._local.values
         if values is None:
             return tuple(getattr(cls, name) for name in cls._FIELDS)
         return values
@@ -67,7 +73,7 @@ class _Setting:
 
     def __enter__(self):
         cls = type(self)
-        previous = getattr(cls._local, "values", None)
+        previous = cls._local.values
         self._stack().append(previous)
         cls._local.values = self._resolve(cls._values())
         return self
@@ -107,7 +113,7 @@ class check_finite(_Setting):
 
     @classmethod
     def on(cls) -> bool:
-        values = getattr(cls._local, "values", None)
+        values = cls._local.values
         return cls._state if values is None else values[0]
 
     @classmethod
@@ -178,13 +184,13 @@ class block_evaluation(_Setting):
 
     @classmethod
     def applies(cls, num_elements: int) -> bool:
-        values = getattr(cls._local, "values", None)
+        values = cls._local.values
         min_elements = cls._min_elements if values is None else values[0]
         return num_elements >= min_elements
 
     @classmethod
     def block_elements_for(cls, device) -> int:
-        values = getattr(cls._local, "values", None)
+        values = cls._local.values
         block_elements = cls._block_elements if values is None else values[1]
         if block_elements is not None:
             return block_elements
@@ -258,14 +264,16 @@ class lazy_evaluation(_Setting):
 
     @classmethod
     def applies(cls, num_rows: int, num_cols: int) -> bool:
-        mode, min_elements, _ = cls._values()
+        values = cls._local.values
+        mode, min_elements = (cls._mode, cls._min_elements) if values is None else values[:2]
         if mode == "never":
             return False
         return mode == "always" or num_rows * num_cols > min_elements
 
     @classmethod
     def block_elements_for(cls, device) -> int:
-        block_elements = cls._values()[2]
+        values = cls._local.values
+        block_elements = cls._block_elements if values is None else values[2]
         if block_elements is not None:
             return block_elements
         return block_evaluation.block_elements_for(device)
@@ -321,7 +329,8 @@ class compile_kernels(_Setting):
     def applies(cls, num_elements: int) -> bool:
         if cls._broken:
             return False
-        mode, min_elements = cls._values()
+        values = cls._local.values
+        mode, min_elements = (cls._mode, cls._min_elements) if values is None else values
         if mode == "never":
             return False
         return mode == "always" or num_elements >= min_elements
