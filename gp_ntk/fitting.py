@@ -60,7 +60,9 @@ class FitResult:
 
     ``losses[i]`` is the loss at iteration ``i``: the negative marginal log likelihood per
     training point (exact GPs) or the mean negative ELBO per point over one epoch
-    (variational GPs). The model is left at ``best_iteration``'s parameters.
+    (variational GPs). The model is left at ``best_iteration``'s parameters. ``status`` is
+    ``"converged"`` (no improvement for ``patience`` iterations), ``"max_iter"``,
+    ``"interrupted"`` (Ctrl-C) or ``"failed"`` (the result of a :class:`FitError`).
     """
 
     losses: list[float] = field(default_factory=list)
