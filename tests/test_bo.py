@@ -534,6 +534,7 @@ def _branin():
 SMALL = {"num_restarts": 2, "raw_samples": 16, "progress": False}
 
 
+@pytest.mark.slow
 def test_run_bo_runs_reproducibly_within_bounds() -> None:
     problem = _branin()
     bounds = problem.bounds.to(DTYPE)
@@ -552,6 +553,7 @@ def test_run_bo_runs_reproducibly_within_bounds() -> None:
         first.events_of("nan")
 
 
+@pytest.mark.slow
 def test_run_bo_with_ucb_random_and_custom_surrogates() -> None:
     problem = _branin()
     bounds = problem.bounds.to(DTYPE)
@@ -575,6 +577,7 @@ def test_run_bo_with_ucb_random_and_custom_surrogates() -> None:
     assert calls == [(1, 6), (2, 7)]
 
 
+@pytest.mark.slow
 def test_run_bo_skips_nan_objective_values() -> None:
     problem = _branin()
     bounds = problem.bounds.to(DTYPE)
@@ -592,6 +595,7 @@ def test_run_bo_skips_nan_objective_values() -> None:
     assert math.isfinite(result.best_value) and not torch.isnan(result.best_values[5:]).any()
 
 
+@pytest.mark.slow
 def test_run_bo_starts_over_randomly_when_the_whole_initial_design_fails() -> None:
     problem = _branin()
     bounds = problem.bounds.to(DTYPE)
@@ -661,6 +665,7 @@ def test_run_bo_replaces_repeated_candidates(monkeypatch) -> None:
     assert len(result.events_of("duplicate")) == 5
 
 
+@pytest.mark.slow
 def test_run_bo_refits_with_jitter_when_a_fit_fails_once(monkeypatch) -> None:
     calls = {"n": 0}
 
@@ -826,6 +831,7 @@ def _load(path: Path, name: str) -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_bo_example_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
     example = _load(ROOT / "examples" / "bo_loop.py", "gp_ntk_example_bo_loop")
@@ -838,6 +844,7 @@ def test_bo_example_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "log10 regret" in out
 
 
+@pytest.mark.slow
 def test_benchmark_quick(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     benchmark = _load(ROOT / "benchmarks" / "bo.py", "gp_ntk_benchmark_bo")
@@ -868,6 +875,7 @@ def test_log_regret_floors_and_marks_missing_values() -> None:
     assert values[1:] == pytest.approx([0.0, -1.0, math.log10(benchmark.REGRET_FLOOR)])
 
 
+@pytest.mark.slow
 def test_corner_diagnostic_counts_boundary_proposals() -> None:
     benchmark = _load(ROOT / "benchmarks" / "bo.py", "gp_ntk_benchmark_bo_corners")
     optimizer = bo.optimize_acqf

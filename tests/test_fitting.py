@@ -39,6 +39,7 @@ def _prior_draw(kernel, x, noise, seed):
 TRUE_WEIGHT, TRUE_BIAS, TRUE_NOISE = 2.0, 0.5, 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fit_recovers_known_variances_from_nngp_prior_draws(seed, float64_default):
     x = torch.randn(400, 3, generator=torch.Generator().manual_seed(100 + seed))
@@ -64,6 +65,7 @@ def test_fit_recovers_known_variances_from_nngp_prior_draws(seed, float64_defaul
 RECOVERY_TOLERANCE = {"weight": 0.15, "bias": 1.35, "noise": 0.2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", ["ntk", "nngp"])
 @pytest.mark.parametrize("depth", [1, 3, 10])
@@ -82,6 +84,7 @@ def test_fits_on_real_data_never_produce_nan(dtype, kind, depth):
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_lbfgs_and_adam_reach_similar_optima():
     x, y = _data()
     adam_model = ExactGPModel(x, y, kernel="ntk")
@@ -92,6 +95,7 @@ def test_lbfgs_and_adam_reach_similar_optima():
     assert lbfgs.iterations < adam.iterations
 
 
+@pytest.mark.slow
 def test_early_stopping_and_history():
     x, y = _data()
     model = ExactGPModel(x, y)

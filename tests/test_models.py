@@ -170,6 +170,7 @@ def test_plain_gpytorch_models_need_no_helper():
     assert result.losses[-1] < result.losses[0]
 
 
+@pytest.mark.slow
 def test_variational_model_elbo_decreases_on_minibatches():
     x, y = _data(n=500, seed=2)
     model = VariationalGPModel(x, y, kernel=gp_ntk.NTKKernel(2, "relu", 2.0, 0.1), num_inducing=32)

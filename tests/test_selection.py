@@ -20,6 +20,7 @@ def test_kernel_grid_names_and_fresh_kernels():
     assert kernel_grid()["ntk-relu-d1"] is not kernel_grid()["ntk-relu-d1"]
 
 
+@pytest.mark.slow
 def test_compare_kernels_ranks_the_generating_kernel_above_a_mismatched_one(float64_default):
     # data from a linear function: the identity-activation NNGP (a linear kernel) explains it
     # with far fewer effective degrees of freedom than a deep step-activation kernel
