@@ -13,10 +13,11 @@ inside itself, and from several threads at once), and every exit restores the va
 were in force at the matching entry. Values given as ``None`` take the values in force at
 entry.
 
-Example:
-    >>> with gp_ntk.settings.check_finite(False):
-    ...     K = kernel(x).to_dense()  # unchecked in this thread only
-    >>> gp_ntk.settings.check_finite.set(False)  # for the whole program, every thread
+Example::
+
+    with gp_ntk.settings.check_finite(False):
+        K = kernel(x).to_dense()  # unchecked in this thread only
+    gp_ntk.settings.check_finite.set(False)  # for the whole program, every thread
 """
 
 from __future__ import annotations
