@@ -22,7 +22,9 @@ This module adds what that line leaves to the user:
 * :func:`run_bo`: a complete, fault-tolerant BO loop (Sobol initial design, fit, acquisition
   optimisation, evaluation) that reports and recovers from NaN objective values, candidates
   outside the bounds or repeating earlier ones, failed fits and failed acquisition
-  optimisations, and records the wall time of every iteration.
+  optimisations, and records the wall time of every iteration. What it cannot recover from
+  (the objective raising, say) stops it with :class:`BOError`, which keeps every evaluation
+  made so far as ``error.result``.
 
 BoTorch maximises; pass ``negate=True`` to BoTorch test functions (or negate your objective)
 to minimise.
@@ -67,6 +69,7 @@ from torch.quasirandom import SobolEngine
 from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
 
 __all__ = [
+    "BOError",
     "BOEvent",
     "BOResult",
     "CenteredNormalize",
@@ -126,6 +129,10 @@ class CenteredNormalize(AffineInputTransform):
     ) -> None:
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
             raise ValueError(f"d must be a positive integer, got {d!r}")
+        if isinstance(min_range, bool) or not (
+            isinstance(min_range, int | float) and math.isfinite(min_range) and min_range >= 0
+        ):
+            raise ValueError(f"min_range must be a finite number >= 0, got {min_range!r}")
         self.learn_coefficients = bounds is None if learn_bounds is None else bool(learn_bounds)
         width = d if indices is None else len(indices)
         if bounds is not None:
@@ -162,6 +169,13 @@ class CenteredNormalize(AffineInputTransform):
         return self.learn_coefficients
 
     def _update_coefficients(self, X: Tensor) -> None:
+        bad = ~torch.isfinite(X).reshape(-1, X.shape[-1]).all(-1)
+        if bool(bad.any()):
+            # amin/amax would turn one NaN into NaN bounds and every transformed input into NaN
+            raise ValueError(
+                f"CenteredNormalize cannot learn its bounds from inputs with NaN or infinite entries "
+                f"({int(bad.sum())} row(s)); drop those rows or pass bounds"
+            )
         batch_ndim = min(len(self.batch_shape), X.ndim - 2)
         reduce_dims = (*range(X.ndim - batch_ndim - 2), X.ndim - 2)
         lower = torch.amin(X, dim=reduce_dims).unsqueeze(-2)
@@ -249,8 +263,13 @@ class UnitVarianceKernel(Kernel):
         if last_dim_is_batch:
             raise ValueError("UnitVarianceKernel does not support last_dim_is_batch")
         if diag:
-            variance = self.base_kernel(x1, diag=True)
-            return torch.where(variance > 0, torch.ones_like(variance), torch.zeros_like(variance))
+            variance1 = self.base_kernel(x1, diag=True)
+            if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
+                # a point's correlation with itself: exactly 1, as on the diagonal of k(X, X)
+                return torch.where(variance1 > 0, torch.ones_like(variance1), torch.zeros_like(variance1))
+            covariance = self.base_kernel(x1, x2, diag=True)
+            variance2 = self.base_kernel(x2, diag=True)
+            return covariance / (variance1 * variance2).clamp_min(torch.finfo(covariance.dtype).tiny).sqrt()
         covariance = self.base_kernel(x1, x2).to_dense()
         if x1 is x2:
             variance1 = variance2 = covariance.diagonal(dim1=-2, dim2=-1)
@@ -436,6 +455,12 @@ def make_bo_model(
     if bounds is not None:
         bounds = check_bounds(bounds, num_dims).to(train_X)
     if isinstance(kernel, str):
+        if kernel.lower() not in BO_KERNEL_NAMES:
+            raise ValueError(
+                f"kernel must be one of {BO_KERNEL_NAMES} or a gpytorch Kernel, got {kernel!r}; for "
+                "an RBF or Matern surrogate pass the kernel itself, e.g. "
+                "kernel=gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())"
+            )
         batch_shape = train_X.shape[:-2] + (torch.Size([num_outputs]) if num_outputs > 1 else torch.Size())
         covar_module: Kernel = bo_kernel(
             kernel,
@@ -506,7 +531,8 @@ def fit_bo_model(
     reset to the state it had on entry and fitted again under
     ``gpytorch.settings.cholesky_jitter`` 100 times larger (``1e-8``, ``1e-6``, ``1e-4`` in
     float64). After ``max_attempts`` failures the model is left in its initial state (prior
-    hyperparameters) and ``succeeded`` is ``False``; nothing is raised.
+    hyperparameters) and ``succeeded`` is ``False``; nothing is raised. Any other exception
+    (a ``TypeError`` in ``fit``, Ctrl-C) also restores the initial state, then propagates.
 
     Query a model fitted with a larger jitter under the same jitter
     (``gpytorch.settings.cholesky_jitter(double_value=report.jitter)``), as :func:`run_bo` does.
@@ -524,13 +550,14 @@ def fit_bo_model(
     fit = fit_gpytorch_mll if fit is None else fit
     start = time.perf_counter()
     initial_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    initial_training = model.training
     messages: list[str] = []
     jitter = float(initial_jitter)
     for attempt in range(1, max_attempts + 1):
         if attempt > 1:
             model.load_state_dict(initial_state)
-        mll = ExactMarginalLogLikelihood(model.likelihood, model)
         try:
+            mll = ExactMarginalLogLikelihood(model.likelihood, model)
             with _jitter_context(jitter), warnings.catch_warnings():
                 # the retry policy is ours: BoTorch's per-attempt warnings are summarised in messages
                 warnings.simplefilter("ignore")
@@ -543,6 +570,11 @@ def fit_bo_model(
             )
             jitter *= 100.0
             continue
+        except BaseException:
+            # a programming error or Ctrl-C: nothing half-fitted is left behind
+            model.load_state_dict(initial_state)
+            model.train(initial_training)
+            raise
         model.eval()
         return FitReport(True, attempt, jitter, time.perf_counter() - start, messages)
     model.load_state_dict(initial_state)
@@ -621,6 +653,22 @@ class BOResult:
         return [event for event in self.events if event.kind == kind]
 
 
+class BOError(RuntimeError):
+    """:func:`run_bo` stopped by an error it does not recover from; nothing evaluated is lost.
+
+    ``result`` is the :class:`BOResult` of every evaluation made before the error (complete
+    iterations; the initial design counts as iteration 0), ``candidates`` the points being
+    proposed or evaluated when it happened (``None`` if none were), ``iteration`` that
+    iteration. The original exception is ``__cause__``.
+    """
+
+    def __init__(self, message: str, result: BOResult, iteration: int, candidates: Tensor | None) -> None:
+        super().__init__(message)
+        self.result = result
+        self.iteration = iteration
+        self.candidates = candidates
+
+
 ModelFactory = Callable[[Tensor, Tensor, Tensor], Model]
 AcquisitionFactory = Callable[[Model, Tensor, Tensor], AcquisitionFunction]
 
@@ -672,6 +720,8 @@ class _Loop:
         self.Y = bounds.new_zeros(0)
         self.iteration = torch.zeros(0, dtype=torch.long)
         self.events: list[BOEvent] = []
+        self.current_iteration = 0
+        self.pending: Tensor | None = None
 
     def report(self, iteration: int, kind: str, message: str) -> None:
         self.events.append(BOEvent(iteration, kind, message))
@@ -725,15 +775,27 @@ class _Loop:
         return candidates
 
     def evaluate(self, candidates: Tensor, iteration: int) -> None:
+        self.pending = candidates
+        count = candidates.shape[0]
+        name = getattr(self.objective, "__qualname__", None) or type(self.objective).__name__
+        expected = f"it must map a ({count}, {candidates.shape[1]}) tensor to {count} number(s)"
         with torch.no_grad():
             values = self.objective(candidates)
+        if values is None:
+            raise ValueError(f"objective {name!r} returned None for {count} point(s); {expected}")
         if not isinstance(values, Tensor):
-            values = torch.as_tensor(values)
+            try:
+                values = torch.as_tensor(values)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise ValueError(
+                    f"objective {name!r} returned {type(values).__name__}, not numbers; {expected}"
+                ) from error
+        if values.is_complex() or values.dtype == torch.bool:
+            raise ValueError(f"objective {name!r} returned a tensor of dtype {values.dtype}; {expected}")
         values = values.to(self.bounds).reshape(-1)
-        if values.shape[0] != candidates.shape[0]:
+        if values.shape[0] != count:
             raise ValueError(
-                f"objective returned {values.shape[0]} values for {candidates.shape[0]} points; it must map "
-                "a (q, d) tensor to q values"
+                f"objective {name!r} returned {values.shape[0]} value(s) for {count} point(s); {expected}"
             )
         failed = ~torch.isfinite(values)
         if bool(failed.any()):
@@ -749,6 +811,7 @@ class _Loop:
         self.iteration = torch.cat(
             [self.iteration, torch.full((values.shape[0],), iteration, dtype=torch.long)]
         )
+        self.pending = None
 
     def result(self, fit_s, acq_s, it_s) -> BOResult:
         return BOResult(self.X, self.Y, self.iteration, fit_s, acq_s, it_s, self.events)
@@ -793,6 +856,13 @@ def run_bo(
     * a failed fit: refitted from the initial hyperparameters with 100x jitter, up to
       ``max_fit_attempts`` times; then, like a failed acquisition optimisation or fewer than
       two finite observations, the iteration evaluates random points.
+
+    Nothing evaluated is lost when the loop cannot go on. Any other exception (the objective
+    raising, returning ``None`` or the wrong number of values, a surrogate factory or
+    ``callback`` raising anything but a numerical failure) stops the run with a
+    :class:`BOError` whose ``result`` holds every evaluation made so far and whose
+    ``__cause__`` is the original exception; Ctrl-C propagates as ``KeyboardInterrupt`` with
+    the same partial result as its ``result`` attribute.
 
     Args:
         objective: maps a ``(q, d)`` tensor to ``q`` values (any shape with ``q`` entries).
@@ -877,6 +947,7 @@ def run_bo(
         iteration = 0
         while loop.X.shape[0] < num_evaluations:
             iteration += 1
+            loop.current_iteration = iteration
             start = time.perf_counter()
             q = min(batch_size, num_evaluations - loop.X.shape[0])
             candidates, fit_time, acq_time = _propose(
@@ -897,6 +968,19 @@ def run_bo(
             _advance(bar, loop)
             if callback is not None:
                 callback(iteration, loop.result(fit_seconds, acquisition_seconds, iteration_seconds))
+    except Exception as error:
+        partial = loop.result(fit_seconds, acquisition_seconds, iteration_seconds)
+        raise BOError(
+            f"run_bo stopped in iteration {loop.current_iteration} after {partial.X.shape[0]} evaluation(s), "
+            f"kept in error.result: {type(error).__name__}: {error}",
+            partial,
+            loop.current_iteration,
+            loop.pending,
+        ) from error
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C still stops the program, but a caller who catches it keeps the evaluations
+        interrupt.result = loop.result(fit_seconds, acquisition_seconds, iteration_seconds)
+        raise
     finally:
         if bar is not None:
             bar.close()

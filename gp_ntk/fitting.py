@@ -9,17 +9,19 @@ Guarantees:
 
 * the model ends with the **best parameters seen** (lowest loss), also when the fit is
   interrupted with Ctrl-C (``status="interrupted"``) or gives up after repeated faults;
-* a step whose loss or gradients are NaN/inf, or whose Cholesky factorisation fails, is
-  undone: the best parameters are restored, the Cholesky jitter is multiplied by 10 and the
-  learning rate halved, and the step is retried; after ``max_recoveries`` such faults
-  :class:`FitError` is raised (the model keeps the best parameters). Each recovery is listed
-  in :attr:`FitResult.recoveries`.
+* a step whose loss or gradients are NaN/inf, whose kernel overflows (``FloatingPointError``
+  from a gp_ntk kernel) or whose Cholesky factorisation fails is undone: the best parameters
+  are restored, the Cholesky jitter is multiplied by 10 and the learning rate halved, and the
+  step is retried; after ``max_recoveries`` such faults :class:`FitError` is raised (the model
+  keeps the best parameters, the error carries the :class:`FitResult` as ``error.result``).
+  Each recovery is listed in :attr:`FitResult.recoveries`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +39,15 @@ _OPTIMIZERS = ("adam", "lbfgs")
 
 
 class FitError(RuntimeError):
-    """A fit that kept failing; the model holds the best parameters found before."""
+    """A fit that kept failing; the model holds the best parameters found before.
+
+    ``error.result`` is the :class:`FitResult` of the failed fit (losses, best loss,
+    recoveries), with ``status="failed"``.
+    """
+
+    def __init__(self, message: str, result: FitResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class _NonFinite(ArithmeticError):
@@ -50,7 +60,9 @@ class FitResult:
 
     ``losses[i]`` is the loss at iteration ``i``: the negative marginal log likelihood per
     training point (exact GPs) or the mean negative ELBO per point over one epoch
-    (variational GPs). The model is left at ``best_iteration``'s parameters.
+    (variational GPs). The model is left at ``best_iteration``'s parameters. ``status`` is
+    ``"converged"`` (no improvement for ``patience`` iterations), ``"max_iter"``,
+    ``"interrupted"`` (Ctrl-C) or ``"failed"`` (the result of a :class:`FitError`).
     """
 
     losses: list[float] = field(default_factory=list)
@@ -97,6 +109,19 @@ def _finite_parameters(parameters: list[Tensor]) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in parameters)
 
 
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# Faults a step recovers from. A gp_ntk kernel that overflows raises FloatingPointError (an
+# ArithmeticError, as is _NonFinite); a failed torch factorisation raises LinAlgError.
+_RECOVERABLE = (ArithmeticError, NotPSDError, NanError, torch.linalg.LinAlgError)
+
+
 def fit(
     model: gpytorch.models.GP,
     *,
@@ -125,10 +150,12 @@ def fit(
         lr: learning rate; default 0.05 for Adam, 1.0 for L-BFGS.
         patience: stop after this many iterations without improving the best loss by
             ``min_delta`` (``status="converged"``).
+        min_delta: the smallest decrease of the best loss (per training point) that counts as
+            an improvement; a finite number >= 0.
         batch_size: minibatch size of variational training.
         train_x, train_y: variational training data, default ``model.train_x``/``model.train_y``.
-        max_recoveries: faults (non-finite loss/gradients, failed Cholesky) tolerated before
-            :class:`FitError`.
+        max_recoveries: faults (non-finite loss/gradients, kernel overflow, failed Cholesky)
+            tolerated before :class:`FitError`; 0 raises at the first.
         progress: show a tqdm progress bar with the current loss.
         callback: called as ``callback(iteration, loss)`` after each iteration.
         seed: seed of the minibatch order.
@@ -140,10 +167,21 @@ def fit(
         raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
     optimizer = optimizer.lower()
     for name, value in (("patience", patience), ("batch_size", batch_size), ("max_iter", max_iter)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and not (_is_integer(value) and value >= 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not (_is_integer(max_recoveries) and max_recoveries >= 0):
+        raise ValueError(f"max_recoveries must be a non-negative integer, got {max_recoveries!r}")
+    if not _is_integer(seed):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if lr is not None and not (_is_real(lr) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    # NaN would make every comparison false (never an improvement) and inf no step an improvement
+    if not (_is_real(min_delta) and math.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
     likelihood = getattr(model, "likelihood", None)
     if not isinstance(likelihood, gpytorch.likelihoods.Likelihood):
         raise ValueError("model must have a gpytorch likelihood as model.likelihood")
@@ -190,13 +228,16 @@ def fit(
                     state = copy.deepcopy(model.state_dict())
                 if not _finite_parameters(parameters):
                     raise _NonFinite("parameters became non-finite after the step")
-            except (_NonFinite, NotPSDError, NanError) as fault:
+            except _RECOVERABLE as fault:
                 if len(result.recoveries) >= max_recoveries:
                     model.load_state_dict(best_state)
+                    result.status = "failed"
+                    result.seconds = time.perf_counter() - start
                     raise FitError(
-                        f"fit failed {len(result.recoveries) + 1} times (last: {fault}); the model holds the "
-                        f"best parameters found (loss {result.best_loss:.5g}). Try float64, a smaller lr, "
-                        "priors on the variances, or a larger noise constraint."
+                        f"fit failed {len(result.recoveries) + 1} times (last: {type(fault).__name__}: "
+                        f"{fault}); the model holds the best parameters found (loss {result.best_loss:.5g}). "
+                        "Try float64, a smaller lr, priors on the variances, or a larger noise constraint.",
+                        result,
                     ) from fault
                 model.load_state_dict(best_state)
                 jitter_level += 1

@@ -15,6 +15,7 @@ Fit them with :func:`gp_ntk.fit`, BoTorch's ``fit_gpytorch_mll`` or your own loo
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import gpytorch
@@ -115,7 +116,15 @@ class Prediction(NamedTuple):
 
 
 class _InputStandardization(torch.nn.Module):
-    """Fixed affine map ``(x - offset) / scale`` with training-set statistics, saved in state_dict."""
+    r"""Fixed affine map ``(x - offset) / scale`` with training-set statistics, saved in state_dict.
+
+    ``offset`` is each feature's training mean and ``scale`` its standard deviation, floored
+    at :math:`\sqrt{\varepsilon}\,\max_i |x_{ij}|` (:math:`\varepsilon` the dtype's machine
+    epsilon: ``1.5e-8`` times the feature's magnitude in float64, ``3.5e-4`` in float32).
+    Variation below that floor is rounding or noise on a constant feature, not signal; dividing
+    by it would blow it up to unit variance and let it steer the kernel. A feature that is
+    exactly constant (or all zero) is only centred.
+    """
 
     def __init__(self, train_x: Tensor, enabled: bool) -> None:
         super().__init__()
@@ -125,8 +134,10 @@ class _InputStandardization(torch.nn.Module):
             offset = train_x.mean(0, keepdim=True)
             if train_x.shape[0] > 1:
                 std = train_x.std(0, keepdim=True)
+                magnitude = train_x.abs().amax(0, keepdim=True)
+                floored = torch.maximum(std, math.sqrt(torch.finfo(train_x.dtype).eps) * magnitude)
                 # a constant feature stays centred at 0 instead of dividing by 0
-                scale = torch.where(std > 0, std, torch.ones_like(std))
+                scale = torch.where(floored > 0, floored, torch.ones_like(floored))
         self.register_buffer("offset", offset)
         self.register_buffer("scale", scale)
 
@@ -182,7 +193,10 @@ class ExactGPModel(gpytorch.models.ExactGP):
             or ``scale=False``.
         likelihood: default ``GaussianLikelihood()``.
         standardize_inputs: centre and scale every input with the training mean and standard
-            deviation of each feature (a fixed map, stored in the state dict).
+            deviation of each feature (a fixed map, stored in the state dict). Standard
+            deviations below :math:`\sqrt{\varepsilon}` times the feature's largest magnitude
+            (1.5e-8 relative in float64, 3.5e-4 in float32) are raised to that floor, so a
+            feature that is constant up to rounding is centred, not blown up.
         scale: wrap the kernel in a ``ScaleKernel``.
 
     Inference follows GPyTorch's settings: Cholesky up to ``max_cholesky_size`` training

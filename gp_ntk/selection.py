@@ -15,12 +15,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gpytorch.kernels import Kernel
+from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 
 from .fitting import FitError, fit
-from .models import ExactGPModel, make_kernel
+from .models import _KERNEL_NAMES, ExactGPModel, check_training_data, make_kernel
 
 __all__ = ["ComparisonRow", "compare_kernels", "format_table", "kernel_grid"]
+
+# What one candidate's evaluation can raise without the comparison being wrong: a fit that
+# gave up, a kernel that overflows (FloatingPointError) or is refused at these inputs
+# (ValueError), a failed factorisation (NotPSDError, LinAlgError, other RuntimeErrors). Anything
+# else (a TypeError, KeyboardInterrupt) is a bug or the user's, and propagates.
+_CANDIDATE_FAILURES = (FitError, ArithmeticError, ValueError, NotPSDError, NanError, RuntimeError)
 
 
 @dataclass
@@ -35,6 +42,7 @@ class ComparisonRow:
     seconds: float
     status: str
     model: ExactGPModel | None = None
+    error: str | None = None
 
 
 def kernel_grid(
@@ -74,38 +82,58 @@ def compare_kernels(
         progress: print one line per candidate as it finishes.
         **fit_kwargs: passed to :func:`gp_ntk.fit` (``max_iter``, ``lr``, ``optimizer`` ...).
 
-    A candidate whose fit fails (:class:`~gp_ntk.fitting.FitError`) is kept with
-    ``log_marginal_likelihood = -inf`` and ``status="failed"`` rather than stopping the rest.
+    A candidate that cannot be evaluated (its fit gives up with
+    :class:`~gp_ntk.fitting.FitError`, its kernel overflows or is refused at these inputs, a
+    factorisation fails) is kept with ``log_marginal_likelihood = -inf``, ``status="failed"``
+    and the reason in ``row.error``, rather than stopping the rest. Bad data, arguments or
+    candidates (neither a kernel nor a known name) are refused before any fit. Ctrl-C stops
+    the comparison (``KeyboardInterrupt``, with the rows finished so far as its ``rows``).
     """
     kernels = kernel_grid() if kernels is None else kernels
-    if not kernels:
-        raise ValueError("kernels must name at least one candidate")
+    if not isinstance(kernels, Mapping) or not kernels:
+        raise ValueError("kernels must be a non-empty mapping of candidate name -> kernel or kernel name")
+    for name, kernel in kernels.items():
+        known = isinstance(kernel, str) and kernel.lower() in _KERNEL_NAMES
+        if not (known or isinstance(kernel, Kernel)):
+            raise ValueError(
+                f"candidate {name!r} must be a gpytorch Kernel or a name in {_KERNEL_NAMES}, got {kernel!r}"
+            )
+    train_x, train_y = check_training_data(train_x, train_y)
     fit_kwargs.setdefault("progress", False)
     rows = []
     for name, kernel in kernels.items():
         start = time.perf_counter()
-        model = ExactGPModel(train_x, train_y, kernel=kernel)
-        n = model.train_targets.shape[-1]
+        n = train_y.shape[0]
+        model, error = None, None
         try:
+            model = ExactGPModel(train_x, train_y, kernel=kernel)
             result = fit(model, **fit_kwargs)
             per_point, status, iterations = -result.best_loss, result.status, result.iterations
-        except FitError:
-            per_point, status, iterations = -math.inf, "failed", 0
+        except _CANDIDATE_FAILURES as failure:
+            partial = getattr(failure, "result", None)
+            iterations = partial.iterations if partial is not None else 0
+            per_point, status, error = -math.inf, "failed", f"{type(failure).__name__}: {failure}"
+        parameters = [] if model is None else [p for p in model.parameters() if p.requires_grad]
         row = ComparisonRow(
             name=name,
             log_marginal_likelihood=per_point * n,
             per_point=per_point,
-            num_hyperparameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            num_hyperparameters=sum(p.numel() for p in parameters),
             iterations=iterations,
             seconds=time.perf_counter() - start,
             status=status,
             model=model if keep_models else None,
+            error=error,
         )
         rows.append(row)
+        if status == "interrupted":
+            # fit keeps the best parameters on Ctrl-C; the comparison itself stops here
+            interrupt = KeyboardInterrupt()
+            interrupt.rows = sorted(rows, key=lambda r: r.log_marginal_likelihood, reverse=True)
+            raise interrupt
         if progress:
-            print(
-                f"  {name:<22} log ML {row.log_marginal_likelihood:12.3f}  ({row.seconds:.1f} s)", flush=True
-            )
+            outcome = f"failed ({error[:120]})" if error else f"log ML {row.log_marginal_likelihood:12.3f}"
+            print(f"  {name:<22} {outcome}  ({row.seconds:.1f} s)", flush=True)
     return sorted(rows, key=lambda r: r.log_marginal_likelihood, reverse=True)
 
 

@@ -1,11 +1,92 @@
-"""Global switches, used as context managers or set for a whole program."""
+"""Switches used as context managers or set for a whole program.
+
+Each setting has a **process-wide default**, changed by its ``set(...)`` class method, and
+**per-thread overrides**, made by entering an instance as a context manager. Inside a ``with``
+block the thread that entered it sees the block's values; every other thread keeps seeing
+its own overrides or, outside any block, the process-wide default. A new thread starts from
+the process-wide default, not from the overrides of the thread that started it. ``set`` changes the
+process-wide default only: inside a ``with`` block the block's values still win in that thread
+until it exits, and the exit leaves the new default in place.
+
+The context managers nest and are re-entrant: one object may be entered several times (also
+inside itself, and from several threads at once), and every exit restores the values that
+were in force at the matching entry. Values given as ``None`` take the values in force at
+entry.
+
+Example::
+
+    with gp_ntk.settings.check_finite(False):
+        K = kernel(x).to_dense()  # unchecked in this thread only
+    gp_ntk.settings.check_finite.set(False)  # for the whole program, every thread
+"""
 
 from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
 
 __all__ = ["block_evaluation", "check_finite", "compile_kernels", "lazy_evaluation"]
 
 
-class check_finite:
+class _Overrides(threading.local):
+    # a class attribute of a threading.local subclass is every thread's starting value, so
+    # reading it never raises (getattr with a default would, at a cost, in every new thread)
+    values: tuple | None = None
+
+
+class _Setting:
+    """A tuple of values: process-wide defaults (class attributes) and per-thread overrides.
+
+    ``_FIELDS`` names the class attributes holding the defaults. ``_local.values`` is the
+    current thread's override (a tuple in ``_FIELDS`` order) or None. Every entry of an
+    object pushes the override it replaces on a stack of that object and thread; every exit
+    pops it back.
+    """
+
+    _FIELDS: ClassVar[tuple[str, ...]] = ()
+    _local: ClassVar[_Overrides]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # one store per setting; subclasses of a setting share their parent's
+        if "_local" not in cls.__dict__ and not any("_local" in base.__dict__ for base in cls.__mro__[1:]):
+            cls._local = _Overrides()
+
+    @classmethod
+    def _values(cls) -> tuple:
+        values = cls._local.values
+        if values is None:
+            return tuple(getattr(cls, name) for name in cls._FIELDS)
+        return values
+
+    def _resolve(self, current: tuple) -> tuple:
+        """The values this object sets, given those in force at entry."""
+        raise NotImplementedError
+
+    def _stack(self) -> list:
+        stacks = self.__dict__.get("_stacks")
+        if stacks is None:
+            stacks = self.__dict__.setdefault("_stacks", threading.local())
+        stack = getattr(stacks, "stack", None)
+        if stack is None:
+            stack = stacks.stack = []
+        return stack
+
+    def __enter__(self):
+        cls = type(self)
+        previous = cls._local.values
+        self._stack().append(previous)
+        cls._local.values = self._resolve(cls._values())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        stack = self._stack()
+        if not stack:
+            raise RuntimeError(f"{type(self).__name__} exited more often than it was entered in this thread")
+        type(self)._local.values = stack.pop()
+
+
+class check_finite(_Setting):
     """Refuse inputs with NaN/inf entries (on by default).
 
     The scan costs O(n d) per kernel call, negligible next to the O(n m d) kernel, but on a
@@ -13,36 +94,35 @@ class check_finite:
     (or ``x2``) makes row i (column i) of the kernel matrix non-finite and leaves every other
     entry as it would be.
 
+    ``with check_finite(False):`` switches checking off in the current thread only (see
+    :mod:`gp_ntk.settings`); ``check_finite.set(False)`` switches it off for every thread.
+
     Example:
         >>> with gp_ntk.settings.check_finite(False):
         ...     K = kernel(x).to_dense()
         >>> gp_ntk.settings.check_finite.set(False)  # for the rest of the program
     """
 
+    _FIELDS = ("_state",)
     _state: bool = True
 
     def __init__(self, state: bool = True) -> None:
         self.state = bool(state)
-        self._previous = type(self)._state
+
+    def _resolve(self, current: tuple) -> tuple:
+        return (self.state,)
 
     @classmethod
     def on(cls) -> bool:
-        return cls._state
+        values = cls._local.values
+        return cls._state if values is None else values[0]
 
     @classmethod
     def set(cls, state: bool) -> None:
         cls._state = bool(state)
 
-    def __enter__(self) -> check_finite:
-        self._previous = type(self)._state
-        type(self)._state = self.state
-        return self
 
-    def __exit__(self, *exc) -> None:
-        type(self)._state = self._previous
-
-
-class block_evaluation:
+class block_evaluation(_Setting):
     """How dense kernel matrices are evaluated: in row blocks, or in one piece.
 
     A deep-kernel layer is a dozen elementwise maps. On whole N x M temporaries each map is a
@@ -57,14 +137,17 @@ class block_evaluation:
     once (enough for marginal likelihoods and acquisition gradients); smaller ones are
     evaluated in one piece and are differentiable any number of times.
 
-    ``block_elements=None`` (default) picks 2**17 entries on a CPU (a float64 block of 1 MB,
+    ``block_elements=None`` picks 2**17 entries on a CPU (a float64 block of 1 MB,
     cache-sized) and 2**24 on a GPU, where blocks must be large to keep the device busy.
+    Arguments left out keep the values in force where the block is entered. As a context
+    manager it applies to the current thread (see :mod:`gp_ntk.settings`).
 
     Example:
         >>> with gp_ntk.settings.block_evaluation(min_elements=0, block_elements=2**15):
         ...     K = kernel(x).to_dense()
     """
 
+    _FIELDS = ("_min_elements", "_block_elements")
     _min_elements: int = 2**18
     _block_elements: int | None = None
     _CPU_BLOCK = 2**17
@@ -72,8 +155,8 @@ class block_evaluation:
 
     def __init__(self, min_elements: int | None = None, block_elements: int | None = None) -> None:
         self._check(min_elements, block_elements)
-        self.min_elements = type(self)._min_elements if min_elements is None else int(min_elements)
-        self.block_elements = type(self)._block_elements if block_elements is None else block_elements
+        self.min_elements = None if min_elements is None else int(min_elements)
+        self.block_elements = block_elements
 
     @staticmethod
     def _check(min_elements, block_elements) -> None:
@@ -86,6 +169,12 @@ class block_evaluation:
         ):
             raise ValueError(f"block_elements must be a positive integer or None, got {block_elements!r}")
 
+    def _resolve(self, current: tuple) -> tuple:
+        return (
+            current[0] if self.min_elements is None else self.min_elements,
+            current[1] if self.block_elements is None else self.block_elements,
+        )
+
     @classmethod
     def set(cls, min_elements: int | None = None, block_elements: int | None = None) -> None:
         cls._check(min_elements, block_elements)
@@ -96,61 +185,74 @@ class block_evaluation:
 
     @classmethod
     def applies(cls, num_elements: int) -> bool:
-        return num_elements >= cls._min_elements
+        values = cls._local.values
+        min_elements = cls._min_elements if values is None else values[0]
+        return num_elements >= min_elements
 
     @classmethod
     def block_elements_for(cls, device) -> int:
-        if cls._block_elements is not None:
-            return cls._block_elements
+        values = cls._local.values
+        block_elements = cls._block_elements if values is None else values[1]
+        if block_elements is not None:
+            return block_elements
         return cls._CPU_BLOCK if getattr(device, "type", "cpu") == "cpu" else cls._GPU_BLOCK
 
-    def __enter__(self) -> block_evaluation:
-        cls = type(self)
-        self._previous = (cls._min_elements, cls._block_elements)
-        cls._min_elements, cls._block_elements = self.min_elements, self.block_elements
-        return self
 
-    def __exit__(self, *exc) -> None:
-        cls = type(self)
-        cls._min_elements, cls._block_elements = self._previous
+_MODES = ("auto", "always", "never")
 
 
-class lazy_evaluation:
+def _check_mode(mode: Any) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+
+
+class lazy_evaluation(_Setting):
     """When a kernel returns a blocked, never-materialised operator instead of a dense matrix.
 
     ``"auto"`` (default): lazily once a full matrix ``k(X1, X2)`` would exceed
     ``min_elements`` entries (2**24 = 16.8 M, 134 MB in float64); ``"always"``; ``"never"``.
-    The operator (:class:`gp_ntk.lazy.BlockedKernelLinearOperator`) evaluates ``block_elements``
-    entries at a time for matrix products and hyperparameter gradients, so CG/Lanczos inference
+    ``lazy_evaluation()`` with no argument is ``"auto"``. The operator
+    (:class:`gp_ntk.lazy.BlockedKernelLinearOperator`) evaluates ``block_elements`` entries at
+    a time for matrix products and hyperparameter gradients, so CG/Lanczos inference
     (GPyTorch's path above ``max_cholesky_size``) needs memory linear in N. ``block_elements``
     defaults to :class:`block_evaluation`'s block size. Where GPyTorch asks for the dense
     matrix (the Cholesky path) the operator builds it once, exactly as the dense path would.
+    ``min_elements`` and ``block_elements`` left out keep the values in force where the block
+    is entered. As a context manager it applies to the current thread (see
+    :mod:`gp_ntk.settings`).
 
     Example:
         >>> with gp_ntk.settings.lazy_evaluation("always", block_elements=2**20):
         ...     loss = -mll(model(train_x), train_y)
     """
 
+    _FIELDS = ("_mode", "_min_elements", "_block_elements")
     _mode: str = "auto"
     _min_elements: int = 2**24
     _block_elements: int | None = None
-    _MODES = ("auto", "always", "never")
+    _MODES = _MODES
 
     def __init__(
-        self, mode: str = "always", min_elements: int | None = None, block_elements: int | None = None
+        self, mode: str = "auto", min_elements: int | None = None, block_elements: int | None = None
     ):
         self._check(mode, min_elements, block_elements)
         self.mode = mode
-        self.min_elements = type(self)._min_elements if min_elements is None else int(min_elements)
-        self.block_elements = type(self)._block_elements if block_elements is None else int(block_elements)
+        self.min_elements = None if min_elements is None else int(min_elements)
+        self.block_elements = None if block_elements is None else int(block_elements)
 
     @classmethod
     def _check(cls, mode, min_elements, block_elements) -> None:
-        if mode not in cls._MODES:
-            raise ValueError(f"mode must be one of {cls._MODES}, got {mode!r}")
+        _check_mode(mode)
         for name, value in (("min_elements", min_elements), ("block_elements", block_elements)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def _resolve(self, current: tuple) -> tuple:
+        return (
+            self.mode,
+            current[1] if self.min_elements is None else self.min_elements,
+            current[2] if self.block_elements is None else self.block_elements,
+        )
 
     @classmethod
     def set(cls, mode: str, min_elements: int | None = None, block_elements: int | None = None) -> None:
@@ -163,28 +265,22 @@ class lazy_evaluation:
 
     @classmethod
     def applies(cls, num_rows: int, num_cols: int) -> bool:
-        if cls._mode == "never":
+        values = cls._local.values
+        mode, min_elements = (cls._mode, cls._min_elements) if values is None else values[:2]
+        if mode == "never":
             return False
-        return cls._mode == "always" or num_rows * num_cols > cls._min_elements
+        return mode == "always" or num_rows * num_cols > min_elements
 
     @classmethod
     def block_elements_for(cls, device) -> int:
-        if cls._block_elements is not None:
-            return cls._block_elements
+        values = cls._local.values
+        block_elements = cls._block_elements if values is None else values[2]
+        if block_elements is not None:
+            return block_elements
         return block_evaluation.block_elements_for(device)
 
-    def __enter__(self) -> lazy_evaluation:
-        cls = type(self)
-        self._previous = (cls._mode, cls._min_elements, cls._block_elements)
-        cls._mode, cls._min_elements, cls._block_elements = self.mode, self.min_elements, self.block_elements
-        return self
 
-    def __exit__(self, *exc) -> None:
-        cls = type(self)
-        cls._mode, cls._min_elements, cls._block_elements = self._previous
-
-
-class compile_kernels:
+class compile_kernels(_Setting):
     """Whether the blocks of large kernel matrices are evaluated through ``torch.compile``.
 
     Each layer of an NNGP/NTK recursion is a dozen elementwise maps. Even on cache-sized blocks
@@ -195,45 +291,47 @@ class compile_kernels:
     caches compiled code on disk, so later processes compile faster). Gradients go through the
     same first derivatives as the eager path.
 
-    ``"auto"`` (default): compile the blocks of matrices with at least ``min_elements`` entries
-    (2**24, about 4096 x 4096: where one eager evaluation takes a second or more and training or
-    CG evaluates it many times), dense or lazy; ``"always"``; ``"never"``. Where compilation is
-    unavailable or fails (no C++ compiler, an unsupported platform) evaluation falls back to
-    eager mode with one warning, and stays there.
+    ``"auto"`` (default, also ``compile_kernels()`` with no argument): compile the blocks of
+    matrices with at least ``min_elements`` entries (2**24, about 4096 x 4096: where one eager
+    evaluation takes a second or more and training or CG evaluates it many times), dense or
+    lazy; ``"always"``; ``"never"``. Where compilation is unavailable or fails (no C++
+    compiler, an unsupported platform) evaluation falls back to eager mode with one warning,
+    and stays there, in every thread. As a context manager it applies to the current thread
+    (see :mod:`gp_ntk.settings`).
     """
 
+    _FIELDS = ("_mode", "_min_elements")
     _mode: str = "auto"
     _min_elements: int = 2**24
-    _MODES = ("auto", "always", "never")
+    _MODES = _MODES
+    # process-wide: whether compilation works is a property of the platform, not of a thread
     _broken: bool = False
 
-    def __init__(self, mode: str = "always", min_elements: int | None = None) -> None:
-        if mode not in self._MODES:
-            raise ValueError(f"mode must be one of {self._MODES}, got {mode!r}")
+    def __init__(self, mode: str = "auto", min_elements: int | None = None) -> None:
+        _check_mode(mode)
         if min_elements is not None and (
             isinstance(min_elements, bool) or not isinstance(min_elements, int) or min_elements < 1
         ):
             raise ValueError(f"min_elements must be a positive integer, got {min_elements!r}")
         self.mode = mode
-        self.min_elements = type(self)._min_elements if min_elements is None else min_elements
+        self.min_elements = min_elements
+
+    def _resolve(self, current: tuple) -> tuple:
+        return (self.mode, current[1] if self.min_elements is None else self.min_elements)
 
     @classmethod
     def set(cls, mode: str, min_elements: int | None = None) -> None:
         entering = cls(mode, min_elements)
-        cls._mode, cls._min_elements = entering.mode, entering.min_elements
+        cls._mode = entering.mode
+        if entering.min_elements is not None:
+            cls._min_elements = entering.min_elements
 
     @classmethod
     def applies(cls, num_elements: int) -> bool:
-        if cls._broken or cls._mode == "never":
+        if cls._broken:
             return False
-        return cls._mode == "always" or num_elements >= cls._min_elements
-
-    def __enter__(self) -> compile_kernels:
-        cls = type(self)
-        self._previous = (cls._mode, cls._min_elements)
-        cls._mode, cls._min_elements = self.mode, self.min_elements
-        return self
-
-    def __exit__(self, *exc) -> None:
-        cls = type(self)
-        cls._mode, cls._min_elements = self._previous
+        values = cls._local.values
+        mode, min_elements = (cls._mode, cls._min_elements) if values is None else values
+        if mode == "never":
+            return False
+        return mode == "always" or num_elements >= min_elements

@@ -313,6 +313,18 @@ def test_unit_variance_kernel_is_the_base_correlation(base) -> None:
         bo.UnitVarianceKernel("ntk")
 
 
+def test_unit_variance_kernel_diag_of_distinct_points_is_their_correlation() -> None:
+    kernel = bo.UnitVarianceKernel(gp_ntk.NNGPKernel(depth=3)).to(DTYPE)
+    generator = torch.Generator().manual_seed(1)
+    X = torch.rand(6, 4, generator=generator, dtype=DTYPE) * 2 - 1
+    Z = torch.rand(6, 4, generator=generator, dtype=DTYPE) * 2 - 1
+    diagonal = kernel(X, Z, diag=True)
+    torch.testing.assert_close(diagonal, kernel(X, Z).to_dense().diagonal(), rtol=1e-12, atol=1e-14)
+    assert bool((diagonal < 1 - 1e-3).all())  # distinct points are not fully correlated
+    # equal points, also as separate tensors, have correlation exactly 1
+    assert torch.equal(kernel(X, X.clone(), diag=True), torch.ones(6, dtype=DTYPE))
+
+
 def test_unit_variance_option_wraps_the_network_kernel() -> None:
     kernel = bo.bo_kernel("ntk", 3, normalize=True, batch_shape=torch.Size([2]))
     assert isinstance(kernel.base_kernel, bo.UnitVarianceKernel)
@@ -473,6 +485,45 @@ def test_fit_bo_model_gives_up_cleanly_and_restores_the_initial_state() -> None:
         bo.fit_bo_model(model, max_attempts=0)
 
 
+def test_fit_bo_model_restores_the_initial_state_after_any_error() -> None:
+    X, Y = _data(10, 3)
+    model = bo.make_bo_model(X, Y, _unit_bounds(3))
+    model.train()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def half_done_then_broken(mll):
+        with torch.no_grad():
+            mll.model.covar_module.raw_outputscale.add_(3.0)
+            mll.model.likelihood.noise_covar.raw_noise.add_(1.0)
+        raise TypeError("injected: a bug in the fitting function")
+
+    with pytest.raises(TypeError, match="injected"):
+        bo.fit_bo_model(model, fit=half_done_then_broken)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, initial[key]), key
+    assert model.training
+
+
+def test_make_bo_model_names_the_kernels_it_accepts() -> None:
+    X, Y = _data(6, 2)
+    with pytest.raises(ValueError, match="^kernel must be one of .*'nngp'.*RBFKernel"):
+        bo.make_bo_model(X, Y, _unit_bounds(2), kernel="rbf")
+
+
+def test_centered_normalize_refuses_to_learn_its_box_from_nan_inputs() -> None:
+    transform = bo.CenteredNormalize(2)
+    transform.train()
+    X = torch.rand(5, 2, dtype=DTYPE)
+    transform(X)
+    bounds = transform.bounds.clone()
+    X[2, 1] = math.nan
+    with pytest.raises(ValueError, match="NaN or infinite entries \\(1 row\\(s\\)\\)"):
+        transform(X)
+    assert torch.equal(transform.bounds, bounds)
+    with pytest.raises(ValueError, match="min_range"):
+        bo.CenteredNormalize(2, min_range=math.nan)
+
+
 # ------------------------------------------------------------------------------- run_bo
 
 
@@ -483,6 +534,7 @@ def _branin():
 SMALL = {"num_restarts": 2, "raw_samples": 16, "progress": False}
 
 
+@pytest.mark.slow
 def test_run_bo_runs_reproducibly_within_bounds() -> None:
     problem = _branin()
     bounds = problem.bounds.to(DTYPE)
@@ -501,6 +553,7 @@ def test_run_bo_runs_reproducibly_within_bounds() -> None:
         first.events_of("nan")
 
 
+@pytest.mark.slow
 def test_run_bo_with_ucb_random_and_custom_surrogates() -> None:
     problem = _branin()
     bounds = problem.bounds.to(DTYPE)
@@ -524,6 +577,7 @@ def test_run_bo_with_ucb_random_and_custom_surrogates() -> None:
     assert calls == [(1, 6), (2, 7)]
 
 
+@pytest.mark.slow
 def test_run_bo_skips_nan_objective_values() -> None:
     problem = _branin()
     bounds = problem.bounds.to(DTYPE)
@@ -541,6 +595,7 @@ def test_run_bo_skips_nan_objective_values() -> None:
     assert math.isfinite(result.best_value) and not torch.isnan(result.best_values[5:]).any()
 
 
+@pytest.mark.slow
 def test_run_bo_starts_over_randomly_when_the_whole_initial_design_fails() -> None:
     problem = _branin()
     bounds = problem.bounds.to(DTYPE)
@@ -610,6 +665,7 @@ def test_run_bo_replaces_repeated_candidates(monkeypatch) -> None:
     assert len(result.events_of("duplicate")) == 5
 
 
+@pytest.mark.slow
 def test_run_bo_refits_with_jitter_when_a_fit_fails_once(monkeypatch) -> None:
     calls = {"n": 0}
 
@@ -672,8 +728,80 @@ def test_run_bo_refuses_bad_arguments_by_name() -> None:
         bo.run_bo(problem, bounds.flip(0), 5, **SMALL)
     with pytest.raises(ValueError, match="ucb_beta"):
         bo.run_bo(problem, bounds, 5, ucb_beta=-1.0, **SMALL)
-    with pytest.raises(ValueError, match="objective returned 1 values for 3 points"):
-        bo.run_bo(lambda X: problem(X)[:1], bounds, 5, num_initial=3, **SMALL)
+
+
+class _FailingObjective:
+    """Branin, until call ``fail_on``, which returns ``bad`` (or raises it, if an exception)."""
+
+    def __init__(self, fail_on: int, bad: object) -> None:
+        self.problem, self.fail_on, self.bad, self.calls = _branin(), fail_on, bad, 0
+
+    def __call__(self, X: torch.Tensor) -> object:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            if isinstance(self.bad, BaseException):
+                raise self.bad
+            return self.bad(X) if callable(self.bad) else self.bad
+        return self.problem(X)
+
+
+@pytest.mark.parametrize(
+    ("bad", "cause", "message"),
+    [
+        (KeyError("simulator crashed"), KeyError, "simulator crashed"),
+        (None, ValueError, "objective '_FailingObjective' returned None for 1 point\\(s\\); it must map"),
+        (lambda X: torch.zeros(3), ValueError, "returned 3 value\\(s\\) for 1 point\\(s\\)"),
+        ("seven", ValueError, "returned str, not numbers"),
+    ],
+    ids=["raises", "none", "wrong_count", "not_numbers"],
+)
+def test_run_bo_keeps_every_evaluation_when_the_objective_fails(bad, cause, message) -> None:
+    objective = _FailingObjective(fail_on=3, bad=bad)
+    bounds = objective.problem.bounds.to(DTYPE)
+    with pytest.raises(bo.BOError, match=message) as caught:
+        bo.run_bo(objective, bounds, 8, num_initial=3, surrogate="random", **SMALL)
+    error = caught.value
+    assert isinstance(error.__cause__, cause)
+    # call 1: the initial design (3 points), call 2: iteration 1, call 3 fails in iteration 2
+    assert error.iteration == 2 and error.candidates.shape == (1, 2)
+    result = error.result
+    assert result.X.shape == (4, 2) and result.iteration.tolist() == [0, 0, 0, 1]
+    torch.testing.assert_close(result.Y, objective.problem(result.X))
+    assert len(result.iteration_seconds) == 1
+
+
+def test_run_bo_keeps_every_evaluation_when_the_surrogate_factory_fails() -> None:
+    problem = _branin()
+    calls = {"n": 0}
+
+    def factory(X, Y, bounds):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise TypeError("injected: a bug in the model factory")
+        return bo.make_bo_model(X, Y, bounds)
+
+    with pytest.raises(bo.BOError, match="TypeError: injected") as caught:
+        bo.run_bo(problem, problem.bounds.to(DTYPE), 8, num_initial=4, surrogate=factory, **SMALL)
+    error = caught.value
+    assert isinstance(error.__cause__, TypeError) and error.iteration == 2 and error.candidates is None
+    assert error.result.X.shape == (5, 2) and torch.isfinite(error.result.Y).all()
+
+
+def test_run_bo_keeps_every_evaluation_when_the_callback_fails_or_on_ctrl_c() -> None:
+    problem = _branin()
+    bounds = problem.bounds.to(DTYPE)
+
+    def callback(iteration, result):
+        if iteration == 2:
+            raise OSError("injected: checkpoint disk full")
+
+    with pytest.raises(bo.BOError, match="OSError") as caught:
+        bo.run_bo(problem, bounds, 8, num_initial=3, surrogate="random", callback=callback, **SMALL)
+    assert caught.value.result.X.shape == (5, 2) and caught.value.candidates is None
+    objective = _FailingObjective(fail_on=2, bad=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        bo.run_bo(objective, bounds, 8, num_initial=3, surrogate="random", **SMALL)
+    assert interrupted.value.result.X.shape == (3, 2)
 
 
 def test_run_bo_accepts_an_explicit_initial_design() -> None:
@@ -703,6 +831,7 @@ def _load(path: Path, name: str) -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_bo_example_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
     example = _load(ROOT / "examples" / "bo_loop.py", "gp_ntk_example_bo_loop")
@@ -715,6 +844,7 @@ def test_bo_example_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "log10 regret" in out
 
 
+@pytest.mark.slow
 def test_benchmark_quick(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     benchmark = _load(ROOT / "benchmarks" / "bo.py", "gp_ntk_benchmark_bo")
@@ -745,6 +875,7 @@ def test_log_regret_floors_and_marks_missing_values() -> None:
     assert values[1:] == pytest.approx([0.0, -1.0, math.log10(benchmark.REGRET_FLOOR)])
 
 
+@pytest.mark.slow
 def test_corner_diagnostic_counts_boundary_proposals() -> None:
     benchmark = _load(ROOT / "benchmarks" / "bo.py", "gp_ntk_benchmark_bo_corners")
     optimizer = bo.optimize_acqf

@@ -39,6 +39,7 @@ def _prior_draw(kernel, x, noise, seed):
 TRUE_WEIGHT, TRUE_BIAS, TRUE_NOISE = 2.0, 0.5, 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fit_recovers_known_variances_from_nngp_prior_draws(seed, float64_default):
     x = torch.randn(400, 3, generator=torch.Generator().manual_seed(100 + seed))
@@ -64,6 +65,7 @@ def test_fit_recovers_known_variances_from_nngp_prior_draws(seed, float64_defaul
 RECOVERY_TOLERANCE = {"weight": 0.15, "bias": 1.35, "noise": 0.2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", ["ntk", "nngp"])
 @pytest.mark.parametrize("depth", [1, 3, 10])
@@ -82,6 +84,7 @@ def test_fits_on_real_data_never_produce_nan(dtype, kind, depth):
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_lbfgs_and_adam_reach_similar_optima():
     x, y = _data()
     adam_model = ExactGPModel(x, y, kernel="ntk")
@@ -92,6 +95,7 @@ def test_lbfgs_and_adam_reach_similar_optima():
     assert lbfgs.iterations < adam.iterations
 
 
+@pytest.mark.slow
 def test_early_stopping_and_history():
     x, y = _data()
     model = ExactGPModel(x, y)
@@ -214,3 +218,78 @@ def test_fit_checks_exact_model_targets():
     model.set_train_data(targets=bad, strict=False)
     with pytest.raises(ValueError, match="train_y contains NaN"):
         gp_ntk.fit(model, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("min_delta", float("nan")),
+        ("min_delta", float("inf")),
+        ("min_delta", -1e-3),
+        ("min_delta", "0.1"),
+        ("max_recoveries", -1),
+        ("max_recoveries", 1.5),
+        ("lr", float("inf")),
+        ("lr", True),
+        ("batch_size", True),
+        ("max_iter", 2.0),
+        ("seed", "zero"),
+        ("progress", "yes"),
+        ("callback", 3),
+    ],
+)
+def test_every_numeric_fit_argument_is_checked_before_anything_changes(name, value):
+    x, y = _data()
+    model = ExactGPModel(x, y)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=name):
+        gp_ntk.fit(model, **{"progress": False, name: value})
+    after = model.state_dict()
+    assert all(torch.equal(after[key], before[key]) for key in before)
+
+
+def test_overflow_reached_mid_fit_is_recovered():
+    # float32 with variances growing like 7**60: a few large Adam steps on the weight variance
+    # make the kernel overflow (FloatingPointError) a few iterations in
+    torch.manual_seed(0)
+    x = torch.randn(40, 3)
+    y = 1e3 * torch.sin(x.sum(-1))
+    model = ExactGPModel(x, y, kernel=gp_ntk.NNGPKernel(depth=60, weight_variance=7.0))
+    result = gp_ntk.fit(model, lr=0.5, max_iter=12, patience=12, progress=False)
+    assert result.recoveries and all("FloatingPointError" in r for r in result.recoveries)
+    assert result.iterations == 12 and all(math.isfinite(v) for v in result.losses)
+    with torch.no_grad():
+        model.train()
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
+        final = float(-mll(model(*model.train_inputs), model.train_targets))
+    assert final == pytest.approx(result.best_loss, rel=1e-5)
+
+
+class _OverflowingKernel(_FlakyKernel):
+    def forward(self, x1, x2, diag=False, **params):
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise FloatingPointError("kernel overflowed (test)")
+        return self.base.forward(x1, x2, diag=diag, **params)
+
+
+def test_persistent_overflow_raises_fit_error_with_the_result_and_best_parameters():
+    x, y = _data()
+    model = ExactGPModel(x, y, kernel=_OverflowingKernel(fail_on=set(range(6, 100))))
+    states = []
+    with pytest.raises(FitError, match="FloatingPointError") as caught:
+        gp_ntk.fit(
+            model,
+            max_iter=50,
+            max_recoveries=2,
+            progress=False,
+            callback=lambda i, v: states.append(copy.deepcopy(model.state_dict())),
+        )
+    result = caught.value.result
+    assert result is not None and result.status == "failed"
+    assert len(result.recoveries) == 2 and result.iterations == 5
+    assert result.best_loss == min(result.losses)
+    # the loss at iteration i is that of the parameters before step i, recorded after step i - 1
+    assert result.best_iteration > 0
+    best, after = states[result.best_iteration - 1], model.state_dict()
+    assert all(torch.equal(after[key], best[key]) for key in best)

@@ -117,6 +117,29 @@ def test_constant_feature_is_centred_not_divided_by_zero():
     assert torch.isfinite(pred.mean).all() and torch.isfinite(pred.variance).all()
 
 
+@pytest.mark.parametrize(("dtype", "noise"), [(torch.float64, 1e-13), (torch.float32, 1e-6)])
+def test_feature_constant_up_to_rounding_noise_is_not_blown_up(dtype, noise):
+    # a column that is 3 up to noise far below its precision-relative floor must act like the
+    # exactly constant column, not be scaled by 1 / noise into a dominant random feature
+    x, y = _data(d=3, dtype=dtype)
+    x[:, 2] = 3.0
+    exact = ExactGPModel(x, y)
+    noisy_x = x.clone()
+    noisy_x[:, 2] += noise * torch.randn(x.shape[0], generator=torch.Generator().manual_seed(5), dtype=dtype)
+    noisy = ExactGPModel(noisy_x, y)
+    scale = noisy.input_standardization.scale[0, 2]
+    assert float(scale) >= math.sqrt(torch.finfo(dtype).eps) * 3.0 * (1 - 1e-6)
+    test_x = x[:8].clone()
+    tolerance = 1e-4 if dtype == torch.float64 else 1e-2
+    torch.testing.assert_close(
+        noisy.predict(test_x).mean, exact.predict(test_x).mean, rtol=tolerance, atol=tolerance
+    )
+    # a feature varying well above the floor is still standardised to unit variance
+    factor = 1e-6 if dtype == torch.float64 else 1e-2
+    varying = ExactGPModel(x[:, :2] * factor + 3.0, y).input_standardization
+    torch.testing.assert_close(varying.scale, x[:, :2].std(0, keepdim=True) * factor, rtol=1e-3, atol=0.0)
+
+
 def test_state_dict_and_pickle_round_trip_keep_predictions():
     x, y = _data()
     model = ExactGPModel(x, y, kernel=gp_ntk.NNGPKernel(2, "erf", 1.3, 0.2))
@@ -147,6 +170,7 @@ def test_plain_gpytorch_models_need_no_helper():
     assert result.losses[-1] < result.losses[0]
 
 
+@pytest.mark.slow
 def test_variational_model_elbo_decreases_on_minibatches():
     x, y = _data(n=500, seed=2)
     model = VariationalGPModel(x, y, kernel=gp_ntk.NTKKernel(2, "relu", 2.0, 0.1), num_inducing=32)

@@ -20,6 +20,7 @@ def test_kernel_grid_names_and_fresh_kernels():
     assert kernel_grid()["ntk-relu-d1"] is not kernel_grid()["ntk-relu-d1"]
 
 
+@pytest.mark.slow
 def test_compare_kernels_ranks_the_generating_kernel_above_a_mismatched_one(float64_default):
     # data from a linear function: the identity-activation NNGP (a linear kernel) explains it
     # with far fewer effective degrees of freedom than a deep step-activation kernel
@@ -59,5 +60,71 @@ def test_failed_candidate_is_reported_not_fatal():
 
 
 def test_compare_kernels_needs_candidates():
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="non-empty mapping"):
         compare_kernels(torch.randn(5, 2), torch.randn(5), {})
+    with pytest.raises(ValueError, match="candidate 'typo' must be"):
+        compare_kernels(torch.randn(5, 2), torch.randn(5), {"typo": "rbff"})
+    with pytest.raises(ValueError, match="train_y contains NaN"):
+        compare_kernels(torch.randn(5, 2), torch.tensor([1.0, math.nan, 0.0, 1.0, 2.0]), {"rbf": "rbf"})
+
+
+class _Raises(gpytorch.kernels.RBFKernel):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def forward(self, *args, **kwargs):
+        raise self.error
+
+
+def test_an_overflowing_candidate_is_a_failed_row():
+    torch.manual_seed(0)
+    x = torch.randn(30, 3)
+    y = torch.sin(x[:, 0])
+    rows = compare_kernels(
+        x,
+        y,
+        {"rbf": "rbf", "bad": gp_ntk.NNGPKernel(depth=100, weight_variance=10.0)},
+        max_iter=5,
+        max_recoveries=1,
+        progress=False,
+    )
+    assert [r.name for r in rows] == ["rbf", "bad"]
+    assert rows[0].status != "failed" and math.isfinite(rows[0].log_marginal_likelihood)
+    assert rows[1].status == "failed" and rows[1].log_marginal_likelihood == -math.inf
+    assert "overflowed" in rows[1].error
+    assert "failed" in format_table(rows)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FloatingPointError("overflow (test)"),
+        RuntimeError("linalg.cholesky: The factorization could not be completed (test)"),
+        ValueError("refused at these inputs (test)"),
+        ZeroDivisionError("division (test)"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_candidate_raising_a_numerical_error_is_a_failed_row(error):
+    x = torch.randn(20, 2, dtype=torch.float64)
+    rows = compare_kernels(
+        x, x[:, 0].clone(), {"ok": "rbf", "bad": _Raises(error)}, max_iter=3, max_recoveries=0, progress=False
+    )
+    assert rows[-1].name == "bad" and rows[-1].status == "failed"
+    assert type(error).__name__ in rows[-1].error and rows[0].status != "failed"
+
+
+def test_programming_errors_and_ctrl_c_still_propagate():
+    x = torch.randn(20, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="bug"):
+        compare_kernels(x, x[:, 0].clone(), {"bad": _Raises(TypeError("bug (test)"))}, progress=False)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        compare_kernels(
+            x,
+            x[:, 0].clone(),
+            {"ok": "rbf", "stop": _Raises(KeyboardInterrupt()), "never": "rbf"},
+            max_iter=3,
+            progress=False,
+        )
+    assert [r.name for r in interrupted.value.rows] == ["ok", "stop"]
