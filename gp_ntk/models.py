@@ -176,7 +176,27 @@ def _predict(model, likelihood, x: Tensor, observation_noise: bool) -> Predictio
     return Prediction(mean, variance, mean - half_width, mean + half_width)
 
 
-class ExactGPModel(gpytorch.models.ExactGP):
+class _AllOrNothingLoad:
+    """``load_state_dict`` that changes nothing when it raises.
+
+    torch copies matching tensors submodule by submodule and reports missing, unexpected or
+    mismatched entries only afterwards, so a refused load would leave a model half loaded (a
+    kernel refusing a different structure, say, after the mean and outputscale were copied).
+    """
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        snapshot = {name: value.detach().clone() for name, value in self.state_dict().items()}
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except BaseException:
+            with torch.no_grad():
+                for name, value in self.state_dict().items():
+                    if name in snapshot and isinstance(value, Tensor) and value.shape == snapshot[name].shape:
+                        value.copy_(snapshot[name])
+            raise
+
+
+class ExactGPModel(_AllOrNothingLoad, gpytorch.models.ExactGP):
     r"""Exact GP regression: constant mean, ``ScaleKernel(kernel)``, Gaussian likelihood.
 
     .. math::
@@ -204,9 +224,14 @@ class ExactGPModel(gpytorch.models.ExactGP):
     :class:`gp_ntk.settings.lazy_evaluation`).
 
     Example:
-        >>> model = gp_ntk.models.ExactGPModel(train_x, train_y, kernel=gp_ntk.NTKKernel(depth=3))
-        >>> gp_ntk.fit(model)
-        >>> mean, variance, lower, upper = model.predict(test_x)
+        >>> import torch, gp_ntk
+        >>> train_x = torch.randn(40, 3, dtype=torch.float64)
+        >>> train_y = torch.sin(train_x.sum(-1))
+        >>> model = gp_ntk.ExactGPModel(train_x, train_y, kernel=gp_ntk.NNGPKernel(depth=3)).double()
+        >>> result = gp_ntk.fit(model, max_iter=20, progress=False)
+        >>> mean, variance, lower, upper = model.predict(torch.randn(5, 3, dtype=torch.float64))
+        >>> mean.shape
+        torch.Size([5])
     """
 
     def __init__(
@@ -243,7 +268,7 @@ class ExactGPModel(gpytorch.models.ExactGP):
         return _predict(self, self.likelihood, x, observation_noise)
 
 
-class VariationalGPModel(gpytorch.models.ApproximateGP):
+class VariationalGPModel(_AllOrNothingLoad, gpytorch.models.ApproximateGP):
     r"""Sparse variational GP (SVGP) for large or streaming data, trained on minibatches.
 
     A ``VariationalStrategy`` with ``num_inducing`` learned inducing locations (initialised on

@@ -98,9 +98,15 @@ class check_finite(_Setting):
     :mod:`gp_ntk.settings`); ``check_finite.set(False)`` switches it off for every thread.
 
     Example:
+        >>> import torch, gp_ntk
+        >>> kernel, x = gp_ntk.NNGPKernel(depth=2), torch.randn(4, 3)
+        >>> x[0, 0] = float("nan")
         >>> with gp_ntk.settings.check_finite(False):
         ...     K = kernel(x).to_dense()
-        >>> gp_ntk.settings.check_finite.set(False)  # for the rest of the program
+        >>> bool(K[1:, 1:].isfinite().all()), bool(K[0].isnan().all())
+        (True, True)
+
+    ``gp_ntk.settings.check_finite.set(False)`` switches it off for the rest of the program.
     """
 
     _FIELDS = ("_state",)
@@ -143,8 +149,12 @@ class block_evaluation(_Setting):
     manager it applies to the current thread (see :mod:`gp_ntk.settings`).
 
     Example:
-        >>> with gp_ntk.settings.block_evaluation(min_elements=0, block_elements=2**15):
+        >>> import torch, gp_ntk
+        >>> kernel, x = gp_ntk.NTKKernel(depth=3), torch.randn(300, 5)
+        >>> with gp_ntk.settings.block_evaluation(min_elements=0, block_elements=2**12):
         ...     K = kernel(x).to_dense()
+        >>> K.shape
+        torch.Size([300, 300])
     """
 
     _FIELDS = ("_min_elements", "_block_elements")
@@ -222,8 +232,12 @@ class lazy_evaluation(_Setting):
     :mod:`gp_ntk.settings`).
 
     Example:
-        >>> with gp_ntk.settings.lazy_evaluation("always", block_elements=2**20):
-        ...     loss = -mll(model(train_x), train_y)
+        >>> import torch, gp_ntk
+        >>> kernel, x = gp_ntk.NNGPKernel(depth=2), torch.randn(50, 3)
+        >>> with gp_ntk.settings.lazy_evaluation("always", block_elements=2**10):
+        ...     K = kernel.forward(x, x)  # what GPyTorch's lazy kernel tensor evaluates
+        >>> type(K).__name__
+        'BlockedKernelLinearOperator'
     """
 
     _FIELDS = ("_mode", "_min_elements", "_block_elements")

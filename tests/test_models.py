@@ -192,3 +192,26 @@ def test_variational_model_checks_its_arguments():
         VariationalGPModel(x, y, num_inducing=0)
     model = VariationalGPModel(x, y, num_inducing=500)  # capped at n
     assert model.variational_strategy.inducing_points.shape[0] == x.shape[0]
+
+
+@pytest.mark.parametrize("source_kwargs", [dict(bias_variance=0.0), dict(depth=5), dict(ard_num_dims=3)])
+def test_refused_model_load_changes_nothing(source_kwargs):
+    # torch copies matching tensors before it reports missing/unexpected keys or a kernel
+    # refuses a different structure: the model must come out of a refused load unchanged
+    x = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.sin(x.sum(-1))
+    target = gp_ntk.ExactGPModel(x, y, kernel=gp_ntk.NNGPKernel(depth=2)).double()
+    with torch.no_grad():
+        target.mean_module.constant.fill_(0.25)
+    kwargs = dict(depth=2) | source_kwargs
+    source = gp_ntk.ExactGPModel(x, y, kernel=gp_ntk.NNGPKernel(**kwargs)).double()
+    with torch.no_grad():
+        source.mean_module.constant.fill_(-3.0)
+        source.covar_module.raw_outputscale.fill_(2.0)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(RuntimeError):
+        target.load_state_dict(source.state_dict())
+    after = target.state_dict()
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        assert torch.equal(value, after[name]), name
