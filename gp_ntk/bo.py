@@ -66,6 +66,7 @@ from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
+from .fitting import wants_progress
 from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
 
 __all__ = [
@@ -833,7 +834,7 @@ def run_bo(
     max_fit_attempts: int = 3,
     duplicate_tolerance: float = 1e-6,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     description: str | None = None,
     callback: Callable[[int, BOResult], None] | None = None,
 ) -> BOResult:
@@ -883,7 +884,8 @@ def run_bo(
         max_fit_attempts: see :func:`fit_bo_model`.
         duplicate_tolerance: repeat threshold, as a fraction of the box width.
         seed: seeds the initial design, the random fallbacks and BoTorch's MC samplers.
-        progress: show a tqdm progress bar with the best value so far.
+        progress: show a tqdm progress bar with the best value so far; default: when standard
+            error is a terminal.
         description: progress-bar label.
         callback: called as ``callback(iteration, result_so_far)`` after every iteration.
     """
@@ -925,7 +927,7 @@ def run_bo(
 
     generator = torch.Generator().manual_seed(seed)
     bar = None
-    if progress:
+    if wants_progress(progress):
         from tqdm.auto import tqdm
 
         bar = tqdm(

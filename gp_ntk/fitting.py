@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,19 @@ class FitResult:
         )
 
 
+def wants_progress(progress: bool | None) -> bool:
+    """``progress`` resolved: ``None`` (the default of every loop in gp_ntk) means "on a terminal".
+
+    Bars and per-step lines are for people watching; in logs, CI and batch jobs (standard error
+    not a terminal) they would only add noise, so there they appear only when asked for.
+    """
+    if progress is None:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True, False or None (on a terminal), got {progress!r}")
+    return progress
+
+
 def _progress(total: int, enabled: bool, description: str):
     if not enabled:
         return None
@@ -134,7 +148,7 @@ def fit(
     train_x: Tensor | None = None,
     train_y: Tensor | None = None,
     max_recoveries: int = 5,
-    progress: bool = True,
+    progress: bool | None = None,
     callback: Callable[[int, float], None] | None = None,
     seed: int = 0,
 ) -> FitResult:
@@ -156,7 +170,8 @@ def fit(
         train_x, train_y: variational training data, default ``model.train_x``/``model.train_y``.
         max_recoveries: faults (non-finite loss/gradients, kernel overflow, failed Cholesky)
             tolerated before :class:`FitError`; 0 raises at the first.
-        progress: show a tqdm progress bar with the current loss.
+        progress: show a tqdm progress bar with the current loss; default: when standard error is
+            a terminal.
         callback: called as ``callback(iteration, loss)`` after each iteration.
         seed: seed of the minibatch order.
 
@@ -178,8 +193,7 @@ def fit(
     # NaN would make every comparison false (never an improvement) and inf no step an improvement
     if not (_is_real(min_delta) and math.isfinite(min_delta) and min_delta >= 0):
         raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
-    if not isinstance(progress, bool):
-        raise ValueError(f"progress must be True or False, got {progress!r}")
+    progress = wants_progress(progress)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
     likelihood = getattr(model, "likelihood", None)

@@ -18,7 +18,7 @@ from gpytorch.kernels import Kernel
 from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 
-from .fitting import FitError, fit
+from .fitting import FitError, fit, wants_progress
 from .models import _KERNEL_NAMES, ExactGPModel, check_training_data, make_kernel
 
 __all__ = ["ComparisonRow", "compare_kernels", "format_table", "kernel_grid"]
@@ -70,7 +70,7 @@ def compare_kernels(
     train_y: Tensor,
     kernels: Mapping[str, Kernel | str] | None = None,
     keep_models: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     **fit_kwargs,
 ) -> list[ComparisonRow]:
     """Fit an exact GP per kernel and rank them by log marginal likelihood (best first).
@@ -79,7 +79,8 @@ def compare_kernels(
         train_x, train_y: training data, as for :class:`~gp_ntk.models.ExactGPModel`.
         kernels: name -> kernel (or kernel name); default :func:`kernel_grid`'s.
         keep_models: keep each fitted model in its row (``row.model``).
-        progress: print one line per candidate as it finishes.
+        progress: print one line per candidate as it finishes; default: when standard error is
+            a terminal.
         **fit_kwargs: passed to :func:`gp_ntk.fit` (``max_iter``, ``lr``, ``optimizer`` ...).
 
     A candidate that cannot be evaluated (its fit gives up with
@@ -99,6 +100,7 @@ def compare_kernels(
                 f"candidate {name!r} must be a gpytorch Kernel or a name in {_KERNEL_NAMES}, got {kernel!r}"
             )
     train_x, train_y = check_training_data(train_x, train_y)
+    progress = wants_progress(progress)
     fit_kwargs.setdefault("progress", False)
     rows = []
     for name, kernel in kernels.items():

@@ -293,3 +293,24 @@ def test_persistent_overflow_raises_fit_error_with_the_result_and_best_parameter
     assert result.best_iteration > 0
     best, after = states[result.best_iteration - 1], model.state_dict()
     assert all(torch.equal(after[key], best[key]) for key in best)
+
+
+def test_progress_defaults_to_the_terminal(monkeypatch, capsys):
+    # logs and CI (standard error not a terminal) stay clean unless progress is asked for
+    import io
+    import sys
+
+    from gp_ntk.fitting import wants_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert wants_progress(None) is False
+    assert wants_progress(True) is True
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert wants_progress(None) is True
+    assert wants_progress(False) is False
+    with pytest.raises(ValueError, match="progress"):
+        wants_progress("yes")
