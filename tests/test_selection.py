@@ -109,7 +109,13 @@ def test_an_overflowing_candidate_is_a_failed_row():
 def test_a_candidate_raising_a_numerical_error_is_a_failed_row(error):
     x = torch.randn(20, 2, dtype=torch.float64)
     rows = compare_kernels(
-        x, x[:, 0].clone(), {"ok": "rbf", "bad": _Raises(error)}, max_iter=3, max_recoveries=0, progress=False
+        x,
+        x[:, 0].clone(),
+        {"ok": "rbf", "bad": _Raises(error)},
+        optimizer="adam",
+        max_iter=3,
+        max_recoveries=0,
+        progress=False,
     )
     assert rows[-1].name == "bad" and rows[-1].status == "failed"
     assert type(error).__name__ in rows[-1].error and rows[0].status != "failed"
@@ -128,3 +134,26 @@ def test_programming_errors_and_ctrl_c_still_propagate():
             progress=False,
         )
     assert [r.name for r in interrupted.value.rows] == ["ok", "stop"]
+
+
+def test_default_comparison_is_small_and_the_full_grid_opt_in(monkeypatch):
+    # the default answers "network kernel or not, which one" with five fits; "full" is the grid
+    from gp_ntk import selection
+
+    seen = {}
+
+    def fake_fit(model, **kwargs):
+        seen.setdefault("kwargs", kwargs)
+        seen["count"] = seen.get("count", 0) + 1
+        raise selection.FitError("not fitted (test)")
+
+    monkeypatch.setattr(selection, "fit", fake_fit)
+    x = torch.randn(12, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    rows = compare_kernels(x, x[:, 0].clone(), progress=False)
+    assert sorted(r.name for r in rows) == sorted(selection.default_candidates())
+    assert seen["count"] == 5 and seen["kwargs"]["optimizer"] == "lbfgs"
+    seen.clear()
+    compare_kernels(x, x[:, 0].clone(), "full", progress=False)
+    assert seen["count"] == len(selection.kernel_grid())
+    with pytest.raises(ValueError, match="full"):
+        compare_kernels(x, x[:, 0].clone(), "everything")
