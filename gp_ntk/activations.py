@@ -871,8 +871,8 @@ class Exp(Activation):
         if _eager() and bool(torch.isinf(q).any()):
             raise FloatingPointError(
                 f"{self!r}: E[phi(u)phi(v)] = a^2 exp(b^2 (Sigma_xx + Sigma_yy + 2 Sigma_xy) / 2) overflows "
-                f"{q.dtype} (pre-activation variance up to {_largest(*inputs):.4g}); use float64, a smaller "
-                "|b|, weight variance or depth"
+                f"{q.dtype} (pre-activation variance up to {_largest(*inputs):.4g}); use "
+                f"{'' if q.dtype == torch.float64 else 'float64, '}a smaller |b|, weight variance or depth"
             )
         return q
 
@@ -1159,9 +1159,7 @@ def _elementwise_derivative(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor
 _PROBE_SIZE = 24
 
 
-def _probe_outputs(
-    fn: Callable[[Tensor], Tensor], dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _probe_outputs(fn: Callable[[Tensor], Tensor], dtype: torch.dtype) -> tuple[Tensor, ...]:
     """``fn`` on a 4 x 6 grid of values in [-3, 3], on the same values permuted into a 3 x 8
     grid, and one value at a time: an elementwise function gives the same numbers each way."""
     values = torch.linspace(-3.0, 3.0, _PROBE_SIZE, dtype=dtype)
