@@ -67,6 +67,7 @@ from typing import NamedTuple
 
 import torch
 from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
+from linear_operator.operators import DenseLinearOperator
 from torch import Tensor
 
 __all__ = [
@@ -234,14 +235,16 @@ class _Cholesky:
 
     def __init__(self, matrix: Tensor, where: str) -> None:
         factor, info = torch.linalg.cholesky_ex(0.5 * (matrix + matrix.mT))
-        if int(info) != 0:
+        diagonal = factor.diagonal()
+        # a factorisation that succeeds only through rounding (condition ~ 1 / (n eps)) is singular
+        condition = float((diagonal.max() / diagonal.min()) ** 2) if int(info) == 0 else math.inf
+        if not condition * matrix.shape[0] * torch.finfo(matrix.dtype).eps < 1:
             raise ValueError(
                 f"{where}: the training kernel is singular (Cholesky failed at t = infinity); "
                 "pass diag_reg > 0 or a finite t"
             )
         self.factor = factor
-        diagonal = factor.diagonal()
-        _warn_float32(float((diagonal.max() / diagonal.min()) ** 2), matrix.dtype, where)
+        _warn_float32(condition, matrix.dtype, where)
 
     def solve(self, rhs: Tensor) -> Tensor:
         """:math:`A^{-1} B` for ``rhs`` of shape ``(..., n, r)``."""
@@ -572,11 +575,14 @@ def _check_inputs(x: Tensor, name: str, num_features: int | None = None) -> Tens
 
 
 def _as_distribution(gaussian: Gaussian, multi_output: bool) -> MultivariateNormal:
+    # a lazy covariance: torch's MultivariateNormal would factorise a dense one at once, and the
+    # covariance of a trained ensemble is singular on the training inputs as t grows
     if not multi_output:
-        return MultivariateNormal(gaussian.mean, gaussian.covariance)
+        return MultivariateNormal(gaussian.mean, DenseLinearOperator(gaussian.covariance))
     mean = gaussian.mean.movedim(-1, -2)  # (..., k, m)
     covariance = gaussian.covariance.unsqueeze(-3).expand(*mean.shape, mean.shape[-1])
-    return MultitaskMultivariateNormal.from_batch_mvn(MultivariateNormal(mean, covariance), task_dim=-1)
+    batch = MultivariateNormal(mean, DenseLinearOperator(covariance))
+    return MultitaskMultivariateNormal.from_batch_mvn(batch, task_dim=-1)
 
 
 class _KernelPredictor:
