@@ -6,7 +6,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -402,3 +401,97 @@ def test_agrees_with_neural_tangents(tmp_path):
         close(f_train, f"step_{diag_reg}_train")
         close(f_test, f"step_{diag_reg}_test")
     print(f"\nneural-tangents agreement: max relative difference {worst:.2e}")
+
+
+# ----------------------------------------------------------------------------- Monte Carlo over finite networks
+
+MC_NETWORKS, MC_WIDTH = 512, 512
+MC_STEPS = [0, 8, 40, 300]
+
+
+def mc_problem():
+    kernel = gp_ntk.NTKKernel(depth=1, activation="erf", weight_variance=2.0, bias_variance=0.1).to(DTYPE)
+    x, y, xs = make_data(n=6, m=4, d=2, seed=7)
+    return kernel, x, y, xs
+
+
+def mc_standard_errors(outputs: torch.Tensor):
+    """Sample mean and covariance over networks (dim 0) with the standard error of every entry."""
+    count = outputs.shape[0]
+    mean = outputs.mean(0)
+    centred = outputs - mean
+    products = centred[:, :, None] * centred[:, None, :]
+    cov = products.sum(0) / (count - 1)
+    return mean, outputs.std(0) / math.sqrt(count), cov, products.std(0) / math.sqrt(count)
+
+
+def mc_compare(kernel, x, y, xs, get: str, readout_only: bool):
+    from _trained_networks import StackedNetworks, train
+
+    mats = matrices(kernel, x, xs)
+    tangent = mats["nngp_dd"] if get == "nngp" else mats["ntk_dd"]
+    # eta lambda_max / n = 0.04: discrete gradient descent is within ~1 % of each mode's amplitude
+    # of its continuous-time limit, well inside the Monte-Carlo error of 512 networks (~4 %)
+    lr = 0.02 * dynamics.max_learning_rate(tangent)
+    nets = StackedNetworks(kernel, 2, MC_WIDTH, MC_NETWORKS, seed=11)
+    with torch.no_grad():  # the stacked forward is the modules' forward
+        torch.testing.assert_close(nets(xs)[:3], torch.stack([net(xs) for net in nets.modules[:3]]))
+    test_out, _ = train(nets, x, y, xs, lr, MC_STEPS, readout_only=readout_only)
+    times = torch.tensor(MC_STEPS, dtype=DTYPE) * lr
+    mvn = dynamics.gradient_descent_mse_ensemble(kernel, x, y)(xs, times, get=get)
+    report = []
+    for i, t in enumerate(times.tolist()):
+        mean, mean_se, cov, cov_se = mc_standard_errors(test_out[i])
+        z_mean = ((mean - mvn.mean[i]) / mean_se).abs().max().item()
+        z_cov = ((cov - mvn.covariance_matrix[i]) / cov_se).abs().max().item()
+        scale = mvn.covariance_matrix[i].diagonal().max().sqrt().item()
+        rel_mean = ((mean - mvn.mean[i]).abs().max() / scale).item()
+        rel_cov = ((cov - mvn.covariance_matrix[i]).abs().max() / scale**2).item()
+        report.append((t, z_mean, z_cov, rel_mean, rel_cov))
+    print(f"\n{get} (readout only={readout_only}), {MC_NETWORKS} networks of width {MC_WIDTH}:")
+    print("   t      max|z| mean  max|z| cov   max|dmean|/sd  max|dcov|/var")
+    for row in report:
+        print("  {:8.3f}  {:10.2f}  {:10.2f}  {:12.4f}  {:12.4f}".format(*row))
+    return report
+
+
+@pytest.mark.slow
+def test_monte_carlo_trained_networks_match_ntk_ensemble():
+    report = mc_compare(*mc_problem(), get="ntk", readout_only=False)
+    # 4 means and 10 distinct covariance entries per time: 5 standard errors bound them all
+    for _t, z_mean, z_cov, _, _ in report:
+        assert z_mean < 5.0 and z_cov < 5.0
+
+
+@pytest.mark.slow
+def test_monte_carlo_readout_training_matches_nngp_ensemble():
+    report = mc_compare(*mc_problem(), get="nngp", readout_only=True)
+    for _t, z_mean, z_cov, _, _ in report:
+        assert z_mean < 5.0 and z_cov < 5.0
+
+
+@pytest.mark.slow
+def test_single_network_stays_closer_to_its_linearisation_as_width_grows():
+    from _trained_networks import StackedNetworks, train
+
+    kernel, x, y, xs = mc_problem()
+    mats = matrices(kernel, x, xs)
+    # a step 8x smaller than the ensemble tests': discretisation must stay below the width effect
+    lr = 0.0025 * dynamics.max_learning_rate(mats["ntk_dd"])
+    steps = [0, 160, 640, 2400]
+    times = torch.tensor(steps, dtype=DTYPE) * lr
+    step = dynamics.gradient_descent_mse(mats["ntk_dd"], y)
+    gaps = {}
+    for width in (128, 512, 2048):
+        nets = StackedNetworks(kernel, 2, width, 8, seed=width)
+        test_out, train_out = train(nets, x, y, xs, lr, steps)
+        per_net = []
+        for b in range(8):
+            f_train, f_test = step(times, train_out[0, b], test_out[0, b], mats["ntk_td"])
+            gap = torch.cat([(f_train - train_out[:, b]).abs(), (f_test - test_out[:, b]).abs()], -1).max()
+            per_net.append(float(gap))
+        gaps[width] = float(np.median(per_net))
+    print(f"\nmedian max |f_net - f_lin| over 8 networks: {gaps}")
+    # NTK fluctuations are O(width^-1/2): a 16x wider network is ~4x closer; ask for 2x
+    assert gaps[2048] < gaps[512] < gaps[128]
+    assert gaps[2048] < 0.5 * gaps[128]
