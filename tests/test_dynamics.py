@@ -495,3 +495,88 @@ def test_single_network_stays_closer_to_its_linearisation_as_width_grows():
     # NTK fluctuations are O(width^-1/2): a 16x wider network is ~4x closer; ask for 2x
     assert gaps[2048] < gaps[512] < gaps[128]
     assert gaps[2048] < 0.5 * gaps[128]
+
+
+# ----------------------------------------------------------------------------- BoTorch model
+
+
+@pytest.mark.slow
+def test_trained_ensemble_model_posterior_and_acquisition():
+    from botorch.acquisition import qLogExpectedImprovement
+    from botorch.optim import optimize_acqf
+
+    from gp_ntk.ensemble import TrainedEnsembleModel
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.rand(8, 2, generator=gen, dtype=DTYPE) * 2 - 1
+    Y = -(X**2).sum(-1, keepdim=True) * 3 + 1
+    kernel = make_kernel()
+    model = TrainedEnsembleModel(X, Y, kernel, t=20.0, diag_reg=1e-4)
+    test = torch.rand(5, 3, 2, generator=gen, dtype=DTYPE) * 2 - 1
+    posterior = model.posterior(test)
+    assert posterior.mean.shape == (5, 3, 1) and posterior.variance.shape == (5, 3, 1)
+    # the posterior is the ensemble on standardised targets, mapped back
+    mu, sd = Y.mean(), Y.std()
+    pred = dynamics.gradient_descent_mse_ensemble(kernel, X, (Y[:, 0] - mu) / sd, diag_reg=1e-4)(test, 20.0)
+    torch.testing.assert_close(posterior.mean[..., 0], pred.mean * sd + mu)
+    torch.testing.assert_close(posterior.mvn.covariance_matrix, pred.covariance_matrix * sd**2)
+    noisy = model.posterior(test, observation_noise=True)
+    assert (noisy.variance > posterior.variance).all()
+    acqf = qLogExpectedImprovement(model, best_f=Y.max())
+    bounds = torch.tensor([[-1.0, -1.0], [1.0, 1.0]], dtype=DTYPE)
+    candidate, value = optimize_acqf(acqf, bounds, q=2, num_restarts=2, raw_samples=16)
+    assert candidate.shape == (2, 2) and torch.isfinite(value)
+    assert ((candidate >= -1) & (candidate <= 1)).all()
+    two = TrainedEnsembleModel(X, torch.cat([Y, X[:, :1]], -1), kernel, t=None, diag_reg=1e-4)
+    assert two.num_outputs == 2 and two.posterior(test[0]).mean.shape == (3, 2)
+    with pytest.raises(ValueError, match="train_Y"):
+        TrainedEnsembleModel(X, Y[:, 0], kernel)
+
+
+@pytest.mark.slow
+def test_trained_ensemble_model_fits_nngp_variances_first():
+    from gp_ntk.ensemble import TrainedEnsembleModel
+
+    gen = torch.Generator().manual_seed(1)
+    X = torch.rand(12, 2, generator=gen, dtype=DTYPE) * 2 - 1
+    Y = torch.sin(3 * X[:, :1]) + 0.05 * torch.randn(12, 1, generator=gen, dtype=DTYPE)
+    kernel = make_kernel()
+    before = (float(kernel.weight_variance.detach()), float(kernel.bias_variance.detach()))
+    model = TrainedEnsembleModel(X, Y, kernel, t=50.0, fit_variances=True, fit_kwargs={"max_iter": 40})
+    after = (float(kernel.weight_variance.detach()), float(kernel.bias_variance.detach()))
+    assert after != pytest.approx(before)
+    assert 0 < model.diag_reg < 10
+    assert torch.isfinite(model.posterior(X[:3]).mean).all()
+
+
+# ----------------------------------------------------------------------------- example and benchmark
+
+
+@pytest.mark.slow
+def test_example_and_benchmark_quick(tmp_path, monkeypatch):
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(
+        "gp_ntk_example_training_dynamics", root / "examples" / "training_dynamics.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.setattr(example, "OUTPUT", tmp_path)
+    rng = torch.get_rng_state()
+    paths = example.main(quick=True)
+    torch.set_rng_state(rng)
+    for path in paths.values():
+        assert path.stat().st_size > 10_000
+    spec = importlib.util.spec_from_file_location(
+        "gp_ntk_benchmark_dynamics", root / "benchmarks" / "dynamics.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(
+        quick=True, nt_python=str(NT_PYTHON) if _neural_tangents_available() else "/nonexistent"
+    )
+    ours = [r for r in rows if r["library"] == "gp_ntk.dynamics"]
+    assert len(ours) == 2 and all(r["nonfinite"] == 0 for r in ours)
+    for r in rows:
+        assert r["max_rel_diff"] is None or r["max_rel_diff"] < 1e-8
