@@ -580,3 +580,17 @@ def test_example_and_benchmark_quick(tmp_path, monkeypatch):
     assert len(ours) == 2 and all(r["nonfinite"] == 0 for r in ours)
     for r in rows:
         assert r["max_rel_diff"] is None or r["max_rel_diff"] < 1e-8
+
+
+def test_exactly_zero_eigenvalue_takes_the_limit():
+    # eigh returns an exact 0 here; (1 - e^{-lambda t/N}) / lambda must be t / N, not 0/0
+    ntk = torch.diag(torch.tensor([2.0, 1.0, 0.0], dtype=DTYPE))
+    y = torch.tensor([1.0, 2.0, 3.0], dtype=DTYPE)
+    ntk_td = torch.ones(2, 3, dtype=DTYPE)
+    t, n = 1.0, 3
+    expected = sum(
+        (-math.expm1(-lam * t / n) / lam if lam > 0 else t / n) * target
+        for lam, target in zip((2.0, 1.0, 0.0), y.tolist())
+    )
+    _, f_test = dynamics.gradient_descent_mse(ntk, y)(t, 0.0, torch.zeros(2, dtype=DTYPE), ntk_td)
+    torch.testing.assert_close(f_test, torch.full((2,), expected, dtype=DTYPE))
