@@ -573,13 +573,10 @@ def test_example_and_benchmark_quick(tmp_path, monkeypatch):
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    rows = bench.main(
-        quick=True, nt_python=str(NT_PYTHON) if _neural_tangents_available() else "/nonexistent"
-    )
+    # the neural-tangents side is covered by test_agrees_with_neural_tangents; skip its start-up here
+    rows = bench.main(quick=True, nt_python=str(tmp_path / "no-python"))
     ours = [r for r in rows if r["library"] == "gp_ntk.dynamics"]
     assert len(ours) == 2 and all(r["nonfinite"] == 0 for r in ours)
-    for r in rows:
-        assert r["max_rel_diff"] is None or r["max_rel_diff"] < 1e-8
 
 
 def test_exactly_zero_eigenvalue_takes_the_limit():
