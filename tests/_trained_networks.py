@@ -62,13 +62,15 @@ def train(
     x_train: Tensor,
     y_train: Tensor,
     x_test: Tensor,
-    learning_rate: float,
+    learning_rate: float | list[float],
     record_steps: list[int],
     readout_only: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Full-batch gradient descent on :math:`\\frac{1}{2n}\\sum (f - y)^2`, every network at once.
 
-    Returns the test and training outputs at each step of ``record_steps``:
+    ``learning_rate`` is one rate or one per step (the continuous-time limit depends only on
+    their running sum, so a larger rate once the fast modes are fitted reaches late times in few
+    steps). Returns the test and training outputs at each step of ``record_steps``:
     ``(len(record_steps), B, m)`` and ``(len(record_steps), B, n)``.
     """
     params = nets.parameters(readout_only)
@@ -89,8 +91,9 @@ def train(
             loss = 0.5 * ((f[:, :n] - y_train) ** 2).sum() / y_train.numel()
             grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
+            rate = learning_rate[step] if isinstance(learning_rate, list) else learning_rate
             for p, g in zip(params, grads):
-                p.sub_(learning_rate * g)
+                p.sub_(rate * g)
     for p in params:
         p.requires_grad_(False)
     return torch.stack(test_out), torch.stack(train_out)
