@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import gpytorch
 import torch
 from botorch.models.model import Model
 from botorch.posteriors.gpytorch import GPyTorchPosterior
@@ -77,7 +76,8 @@ class TrainedEnsembleModel(Model):
         learning_rate: :math:`\eta` of the gradient descent.
         diag_reg: regularisation relative to the mean training-kernel diagonal; default the
             fitted noise ratio with ``fit_variances``, else ``1e-6``.
-        fit_variances: first fit the kernel's variances by the NNGP marginal likelihood.
+        fit_variances: first fit the kernel's variances by the NNGP marginal likelihood (of the
+            first output when there are several).
         fit_kwargs: passed to :func:`gp_ntk.fit`.
 
     ``posterior(X, observation_noise=True)`` adds the regularisation, in output units, as the
@@ -181,5 +181,4 @@ class TrainedEnsembleModel(Model):
 
     def forward(self, x: Tensor) -> MultivariateNormal:
         """The ensemble at ``x`` in standardised units (GPyTorch-style call)."""
-        with gpytorch.settings.fast_pred_var(False):
-            return self._predictor(x, t=self.t, get=self.get)
+        return self._predictor(x, t=self.t, get=self.get)
