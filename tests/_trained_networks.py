@@ -17,7 +17,9 @@ import gp_ntk
 class StackedNetworks:
     """``B`` NTK-parameterised networks of one architecture, as batched parameter tensors."""
 
-    def __init__(self, kernel, in_features: int, width: int, count: int, seed: int) -> None:
+    def __init__(
+        self, kernel, in_features: int, width: int, count: int, seed: int, dtype: torch.dtype | None = None
+    ) -> None:
         gen = torch.Generator().manual_seed(seed)
         nets = [gp_ntk.networks.from_kernel(kernel, in_features, width, generator=gen) for _ in range(count)]
         first = nets[0]
@@ -36,6 +38,10 @@ class StackedNetworks:
         self.weight_scales = [getattr(first, f"_weight_scale_{i}") for i in range(len(first.layers))]
         self.bias_scales = [getattr(first, f"_bias_scale_{i}") for i in range(len(first.layers))]
         self.modules = nets  # kept for checking the stacked forward against the modules
+        if dtype is not None:  # float32 halves the cost of training; the kernels stay float64
+            cast = lambda values: [None if v is None else v.to(dtype) for v in values]  # noqa: E731
+            self.weights, self.biases = cast(self.weights), cast(self.biases)
+            self.weight_scales, self.bias_scales = cast(self.weight_scales), cast(self.bias_scales)
 
     def parameters(self, readout_only: bool = False) -> list[Tensor]:
         layers = range(len(self.weights))
@@ -76,7 +82,8 @@ def train(
     params = nets.parameters(readout_only)
     for p in params:
         p.requires_grad_(True)
-    inputs = torch.cat([x_train, x_test])
+    dtype = nets.weights[0].dtype
+    inputs, y_train = torch.cat([x_train, x_test]).to(dtype), y_train.to(dtype)
     n = len(x_train)
     test_out, train_out = [], []
     last = max(record_steps)
@@ -96,4 +103,4 @@ def train(
                 p.sub_(rate * g)
     for p in params:
         p.requires_grad_(False)
-    return torch.stack(test_out), torch.stack(train_out)
+    return torch.stack(test_out).to(x_train.dtype), torch.stack(train_out).to(x_train.dtype)

@@ -438,9 +438,10 @@ def mc_compare(kernel, x, y, xs, get: str, readout_only: bool):
     # of its continuous-time limit, well inside the Monte-Carlo error of 512 networks (~4 %)
     lr = 0.02 * dynamics.max_learning_rate(tangent)
     rates = [lr] * MC_SMALL_STEPS + [MC_RATE_RATIO * lr] * MC_LARGE_STEPS
-    nets = StackedNetworks(kernel, 2, MC_WIDTH, MC_NETWORKS, seed=11)
+    nets = StackedNetworks(kernel, 2, MC_WIDTH, MC_NETWORKS, seed=11, dtype=torch.float32)
     with torch.no_grad():  # the stacked forward is the modules' forward
-        torch.testing.assert_close(nets(xs)[:3], torch.stack([net(xs) for net in nets.modules[:3]]))
+        reference = torch.stack([net(xs) for net in nets.modules[:3]])
+        torch.testing.assert_close(nets(xs.float())[:3].double(), reference, rtol=1e-5, atol=1e-5)
     test_out, _ = train(nets, x, y, xs, rates, MC_STEPS, readout_only=readout_only)
     elapsed = torch.cat([torch.zeros(1, dtype=DTYPE), torch.tensor(rates, dtype=DTYPE).cumsum(0)])
     times = elapsed[MC_STEPS]
@@ -489,7 +490,7 @@ def test_single_network_stays_closer_to_its_linearisation_as_width_grows():
     step = dynamics.gradient_descent_mse(mats["ntk_dd"], y)
     gaps = {}
     for width in (128, 512, 2048):
-        nets = StackedNetworks(kernel, 2, width, 8, seed=width)
+        nets = StackedNetworks(kernel, 2, width, 8, seed=width, dtype=torch.float32)
         test_out, train_out = train(nets, x, y, xs, lr, steps)
         per_net = []
         for b in range(8):
