@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import activations, fitting, functional, lazy, models, networks, selection, settings
+from . import activations, dynamics, fitting, functional, lazy, models, networks, selection, settings
 from .activations import (
     GELU,
     ABReLU,
@@ -64,6 +64,7 @@ __all__ = [
     "VariationalGPModel",
     "activations",
     "compare_kernels",
+    "dynamics",
     "fit",
     "fitting",
     "functional",
