@@ -705,9 +705,14 @@ def gradient_descent_mse_ensemble(
         :class:`EnsemblePredictor`, ``pred(test_x=None, t=None, get="ntk", compute_cov=True)``.
 
     Example:
-        >>> k = gp_ntk.NTKKernel(depth=3, weight_variance=2.0, bias_variance=0.1)
+        >>> from gp_ntk import dynamics
+        >>> k = gp_ntk.NTKKernel(depth=3, weight_variance=2.0, bias_variance=0.1).double()
+        >>> train_x = torch.randn(8, 2, dtype=torch.float64)
+        >>> train_y, test_x = torch.sin(train_x[:, 0]), torch.randn(5, 2, dtype=torch.float64)
         >>> pred = dynamics.gradient_descent_mse_ensemble(k, train_x, train_y)
         >>> mvn = pred(test_x, t=torch.tensor([1.0, 10.0, 100.0]), get="ntk")  # batch of 3 times
+        >>> mvn.mean.shape
+        torch.Size([3, 5])
     """
     return EnsemblePredictor(kernel, train_x, train_y, learning_rate, diag_reg, diag_reg_absolute_scale)
 

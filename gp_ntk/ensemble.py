@@ -14,9 +14,16 @@ covariance is the kernel's NNGP), and the fitted noise, relative to the mean NNG
 becomes ``diag_reg`` unless one is given.
 
 Example:
-    >>> model = TrainedEnsembleModel(train_X, train_Y, gp_ntk.NTKKernel(depth=3), t=100.0)
+    >>> import botorch
+    >>> from gp_ntk.ensemble import TrainedEnsembleModel
+    >>> train_X = 2 * torch.rand(10, 2, dtype=torch.float64) - 1
+    >>> train_Y = -(train_X**2).sum(-1, keepdim=True)
+    >>> model = TrainedEnsembleModel(train_X, train_Y, gp_ntk.NTKKernel(depth=3).double(), t=100.0)
     >>> acqf = botorch.acquisition.qLogExpectedImprovement(model, best_f=train_Y.max())
-    >>> candidate, _ = botorch.optim.optimize_acqf(acqf, bounds, q=1, num_restarts=4, raw_samples=64)
+    >>> bounds = torch.tensor([[-1.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
+    >>> candidate, _ = botorch.optim.optimize_acqf(acqf, bounds, q=1, num_restarts=2, raw_samples=32)
+    >>> candidate.shape
+    torch.Size([1, 2])
 """
 
 from __future__ import annotations
