@@ -85,6 +85,16 @@ def test_regression_1d_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert any(line.startswith(name) for line in out.splitlines()), f"no table row for {name}"
 
 
+@pytest.mark.slow
+def test_ensemble_bo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    example = load_example("ensemble_bo")
+    example.main(["--quick", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert_pngs(tmp_path, ["ensemble_bo_regret.png", "ensemble_bo_posterior.png"])
+    for name in ("t = 10", "t = 1000", "t = inf"):
+        assert f"{name} " in out
+
+
 def test_regression_1d_data_has_the_gap() -> None:
     example = load_example("regression_1d")
     data = example.make_data(num_grid=50)
