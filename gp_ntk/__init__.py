@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import activations, fitting, functional, lazy, models, networks, selection, settings
+from . import activations, empirical, fitting, functional, lazy, models, networks, selection, settings
 from .activations import (
     GELU,
     ABReLU,
@@ -19,6 +19,7 @@ from .activations import (
     Step,
     get_activation,
 )
+from .empirical import EmpiricalNTKKernel, empirical_ntk, linearize
 from .fitting import FitError, FitResult, fit
 from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
 from .lazy import BlockedKernelLinearOperator
@@ -35,6 +36,7 @@ __all__ = [
     "ArcCosineKernel",
     "BlockedKernelLinearOperator",
     "Cos",
+    "EmpiricalNTKKernel",
     "Erf",
     "ErfKernel",
     "ExactGPModel",
@@ -52,11 +54,14 @@ __all__ = [
     "VariationalGPModel",
     "activations",
     "compare_kernels",
+    "empirical",
+    "empirical_ntk",
     "fit",
     "fitting",
     "functional",
     "get_activation",
     "lazy",
+    "linearize",
     "models",
     "networks",
     "selection",

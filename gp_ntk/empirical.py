@@ -106,7 +106,8 @@ def _check_mode_of_model(model: nn.Module) -> None:
     coupled = [
         name or type(model).__name__
         for name, module in model.named_modules()
-        if module.training and isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
+        if module.training
+        and isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
     ]
     if coupled:
         raise ValueError(
@@ -126,7 +127,9 @@ def _trainable(model: nn.Module, names: Sequence[str] | None = None) -> dict[str
     else:
         params = {name: found[name].detach() for name in names}
     if not params:
-        raise ValueError("model has no parameters with requires_grad=True: its tangent kernel is 0-dimensional")
+        raise ValueError(
+            "model has no parameters with requires_grad=True: its tangent kernel is 0-dimensional"
+        )
     for name, p in params.items():
         if not p.dtype.is_floating_point:
             raise ValueError(f"parameter {name} must be floating point, got {p.dtype}")
@@ -143,7 +146,9 @@ def _check_inputs(params: dict[str, Tensor], x1: Tensor, x2: Tensor | None) -> N
         if x.dtype != dtype:
             raise ValueError(f"{name} has dtype {x.dtype} but the model's parameters are {dtype}")
     if x2 is not None and x2.shape[1:] != x1.shape[1:]:
-        raise ValueError(f"x2 must have the input shape of x1 {tuple(x1.shape[1:])}, got {tuple(x2.shape[1:])}")
+        raise ValueError(
+            f"x2 must have the input shape of x1 {tuple(x1.shape[1:])}, got {tuple(x2.shape[1:])}"
+        )
 
 
 # ---------------------------------------------------------------------------------- features
@@ -271,7 +276,8 @@ def _structured_pass(
     handles = [
         m.register_forward_hook(hook)
         for m in model.modules()
-        if isinstance(m, _STRUCTURED_TYPES) and any(p is not None and id(p) in originals for p in (m.weight, m.bias))
+        if isinstance(m, _STRUCTURED_TYPES)
+        and any(p is not None and id(p) in originals for p in (m.weight, m.bias))
     ]
     try:
         with torch.enable_grad():
@@ -297,7 +303,7 @@ def _structured_features(
     perturbations = list({id(u.perturbation): u.perturbation for us in uses.values() for u in us}.values())
     eye = torch.eye(num_outputs, dtype=out.dtype, device=out.device)
     grads: dict[int, list[Tensor]] = {id(p): [] for p in perturbations}
-    for o in range(num_outputs):
+    for o in range(num_outputs if perturbations else 0):
         cot = eye[o].expand(c, num_outputs)
         found = torch.autograd.grad(out, perturbations, cot, retain_graph=True, allow_unused=True)
         for p, g in zip(perturbations, found):
@@ -338,7 +344,7 @@ def _structured_features(
             pieces.append(torch.einsum("aolc,alk->aock", term.cotangents, term.inputs).flatten(2))
         if verify:
             reconstructed[name] = term
-    if verify:
+    if verify and reconstructed:
         weights = torch.randn(c, num_outputs, dtype=out.dtype, device=out.device)
         autograd = torch.autograd.grad(out, list(leaves.values()), weights, allow_unused=True)
         for name, exact in zip(leaves, autograd):
@@ -351,7 +357,10 @@ def _structured_features(
                 mine = torch.einsum("ao,aoc->c", weights, value)
             exact = torch.zeros_like(leaves[name]) if exact is None else exact
             tol = 100 * math.sqrt(torch.finfo(out.dtype).eps) * (1 + float(exact.abs().max()))
-            if mine.numel() != exact.numel() or float((mine.reshape(-1) - exact.reshape(-1)).abs().max()) > tol:
+            if (
+                mine.numel() != exact.numel()
+                or float((mine.reshape(-1) - exact.reshape(-1)).abs().max()) > tol
+            ):
                 disagreeing.add(name)
     fallback = plan.fallback
     if fallback:
@@ -393,7 +402,9 @@ def _make_plan(model: nn.Module, params: dict[str, Tensor], x: Tensor, implement
                 continue
             p = params[term_name]
             fan_out, fan_in, positions = p.shape[0], p[0].numel(), window_counts[term_name]
-            pairwise = positions * positions * (fan_in + num_outputs * fan_out) <= num_outputs * fan_out * fan_in
+            pairwise = (
+                positions * positions * (fan_in + num_outputs * fan_out) <= num_outputs * fan_out * fan_in
+            )
             plan.structured[term_name] = (role, pairwise)
     features, _ = _features(model, params, plan, x)
     plan.feature_numel = max(1, features.numel() // x.shape[0])
@@ -436,9 +447,11 @@ def _contract(f1: _Features, f2: _Features, mode: str) -> Tensor:
         a, num_outputs, _ = j1.shape
         b = j2.shape[0]
         if mode == "full":
-            result = (j1.reshape(a * num_outputs, -1) @ j2.reshape(b * num_outputs, -1).T).reshape(
-                a, num_outputs, b, num_outputs
-            ).permute(0, 2, 1, 3)
+            result = (
+                (j1.reshape(a * num_outputs, -1) @ j2.reshape(b * num_outputs, -1).T)
+                .reshape(a, num_outputs, b, num_outputs)
+                .permute(0, 2, 1, 3)
+            )
         elif mode == "trace":
             result = j1.reshape(a, -1) @ j2.reshape(b, -1).T
         else:
@@ -450,8 +463,11 @@ def _contract(f1: _Features, f2: _Features, mode: str) -> Tensor:
         if x1.shape[1] == 1:
             inputs = x1[:, 0] @ x2[:, 0].T
             if mode == "full":
-                cots = (g1[:, :, 0].reshape(a * num_outputs, -1) @ g2[:, :, 0].reshape(b * num_outputs, -1).T)
-                part = cots.reshape(a, num_outputs, b, num_outputs).permute(0, 2, 1, 3) * inputs[:, :, None, None]
+                cots = g1[:, :, 0].reshape(a * num_outputs, -1) @ g2[:, :, 0].reshape(b * num_outputs, -1).T
+                part = (
+                    cots.reshape(a, num_outputs, b, num_outputs).permute(0, 2, 1, 3)
+                    * inputs[:, :, None, None]
+                )
             elif mode == "trace":
                 part = (g1[:, :, 0].reshape(a, -1) @ g2[:, :, 0].reshape(b, -1).T) * inputs
             else:
@@ -466,7 +482,11 @@ def _contract(f1: _Features, f2: _Features, mode: str) -> Tensor:
                 part = torch.einsum("ablqc,aqlc->abq", torch.einsum("ablm,bqmc->ablqc", inputs, g2), g1)
         result = part if result is None else result + part
     if mode == "trace":
-        result = result / f1.jacobian.shape[1] if f1.jacobian is not None else result / f1.grams[0].cotangents.shape[1]
+        result = (
+            result / f1.jacobian.shape[1]
+            if f1.jacobian is not None
+            else result / f1.grams[0].cotangents.shape[1]
+        )
     return result
 
 
@@ -505,7 +525,9 @@ def _chunk(plan: _Plan, itemsize: int, chunk_size: int | None, budget: int) -> i
 
 
 def _output_shape(n1: int, n2: int, num_outputs: int, mode: str) -> tuple[int, ...]:
-    return {"full": (n1, n2, num_outputs, num_outputs), "trace": (n1, n2), "diagonal": (n1, n2, num_outputs)}[mode]
+    return {"full": (n1, n2, num_outputs, num_outputs), "trace": (n1, n2), "diagonal": (n1, n2, num_outputs)}[
+        mode
+    ]
 
 
 def _transpose_block(block: Tensor, mode: str) -> Tensor:
@@ -581,13 +603,18 @@ def _blocked(model, params, plan, x1, x2, mode, chunk_size, memory_budget) -> Te
         return f
 
     for start1 in range(0, n1, chunk):
-        f1 = features2(start1) if symmetric else _features(model, params, plan, x1[start1 : start1 + chunk])[0]
+        f1 = (
+            features2(start1) if symmetric else _features(model, params, plan, x1[start1 : start1 + chunk])[0]
+        )
         stop1 = min(n1, start1 + chunk)
         for start2 in starts2:
             if symmetric and start2 < start1:
                 continue
             f2 = f1 if symmetric and start2 == start1 else features2(start2)
             block = _contract(f1, f2, mode)
+            if symmetric and start2 == start1:
+                # exactly symmetric, whatever order the matrix product summed in
+                block = 0.5 * (block + _transpose_block(block, mode))
             stop2 = min(n2, start2 + chunk)
             result[start1:stop1, start2:stop2] = block
             if symmetric and start2 != start1:
@@ -612,7 +639,8 @@ def empirical_ntk_diagonal(
         plan = _make_plan(model, params, x[: min(2, x.shape[0])], implementation)
         chunk = _chunk(plan, x.element_size(), chunk_size, memory_budget)
         parts = [
-            _contract_self(_features(model, params, plan, x[s : s + chunk])[0], mode) for s in range(0, x.shape[0], chunk)
+            _contract_self(_features(model, params, plan, x[s : s + chunk])[0], mode)
+            for s in range(0, x.shape[0], chunk)
         ]
     return torch.cat(parts)
 
@@ -653,6 +681,8 @@ def _ntvp(model, params, x1, x2, mode, chunk_size, memory_budget) -> Tensor:
                 "diagonal": lambda: torch.diagonal(full, dim1=2, dim2=3),
             }[mode]()
             result[start1 : start1 + a, start2 : start2 + b] = block
+    if symmetric:
+        result = 0.5 * (result + _transpose_block(result, mode))
     return result
 
 
@@ -792,7 +822,10 @@ class _EmpiricalFunctions:
     def side(self, x: Tensor, **unused) -> Side:
         kernel = self.kernel
         params, plan = kernel._plan_for(x)
-        if kernel.implementation == "ntvp" or plan.feature_numel * x.shape[0] * x.element_size() > kernel.memory_budget:
+        if (
+            kernel.implementation == "ntvp"
+            or plan.feature_numel * x.shape[0] * x.element_size() > kernel.memory_budget
+        ):
             return Side(x, x.new_zeros(x.shape[0], 0), ())
         chunk = _chunk(plan, x.element_size(), kernel.chunk_size, kernel.memory_budget)
         shaped = kernel._shaped(x)
