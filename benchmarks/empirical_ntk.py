@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -39,7 +38,12 @@ def build_model(name: str, width: int) -> tuple[nn.Module, tuple[int, ...]]:
     torch.manual_seed(0)
     if name == "mlp":
         return nn.Sequential(
-            nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)
+            nn.Flatten(),
+            nn.Linear(784, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, 10),
         ), (1, 28, 28)
     # conv 1->16->32 (3x3, max-pooling), read-out 1568->10: 20,490 parameters
     return nn.Sequential(
@@ -144,7 +148,14 @@ def run_case(model_name: str, method: str, n: int, mode: str, width: int) -> dic
 
 def spawn(model: str, method: str, n: int, mode: str, width: int, threads: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, __file__, "--case", f"{model},{method},{n},{mode},{width}", "--threads", str(threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--case",
+        f"{model},{method},{n},{mode},{width}",
+        "--threads",
+        str(threads),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
@@ -171,7 +182,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     width = 64 if args.quick else 1024
     sizes = args.sizes or ([4, 8] if args.quick else [16, 64, 256, 1024])
     rows = []
-    print(f"empirical NTK, float32, {args.threads} thread(s); MLP 784-{width}-{width}-10, CNN on 28x28 inputs")
+    print(
+        f"empirical NTK, float32, {args.threads} thread(s); MLP 784-{width}-{width}-10, CNN on 28x28 inputs"
+    )
     header = f"{'model':<5} {'mode':<6} {'N':>5} {'method':<18} {'time (s)':>10} {'peak (GB)':>10}  note"
     print(header)
     print("-" * len(header))
@@ -192,14 +205,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         timings[method] = row["seconds"]
                         note = ""
                         if method == "gp_ntk" and "tutorial-jacobian" in timings:
-                            note = f"{timings['tutorial-jacobian'] / row['seconds']:.0f}x faster than jacobian"
+                            note = (
+                                f"{timings['tutorial-jacobian'] / row['seconds']:.0f}x faster than jacobian"
+                            )
                         print(
                             f"{model_name:<5} {mode:<6} {n:>5} {method:<18} {row['seconds']:>10.3f} "
                             f"{row['peak_bytes'] / 2**30:>10.3f}  {note}",
                             flush=True,
                         )
                     else:
-                        print(f"{model_name:<5} {mode:<6} {n:>5} {method:<18} {'-':>10} {'-':>10}  {row['note']}")
+                        print(
+                            f"{model_name:<5} {mode:<6} {n:>5} {method:<18} {'-':>10} {'-':>10}  {row['note']}"
+                        )
     return rows
 
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import gpytorch
@@ -846,6 +846,12 @@ class _EmpiricalFunctions:
         return self.kernel._dense(side1.points, side2.points)
 
 
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a is b or (
+        a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and bool(torch.equal(a, b))
+    )
+
+
 class EmpiricalNTKKernel(gpytorch.kernels.Kernel):
     r"""The empirical NTK of a frozen copy of a network, as a GPyTorch kernel.
 
@@ -897,11 +903,12 @@ class EmpiricalNTKKernel(gpytorch.kernels.Kernel):
             p.requires_grad_(False)
         self.network, self.parameter_names = network, names
         self._plans: dict = {}
+        self._last: tuple[Tensor, Tensor, Tensor] | None = None
         self.num_outputs = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_plans"] = {}
+        state["_plans"], state["_last"] = {}, None
         return state
 
     def _shaped(self, x: Tensor) -> Tensor:
@@ -926,7 +933,17 @@ class EmpiricalNTKKernel(gpytorch.kernels.Kernel):
         return params, plan
 
     def _dense(self, x1: Tensor, x2: Tensor) -> Tensor:
-        same = x1 is x2 or (x1.shape == x2.shape and bool(torch.equal(x1, x2)))
+        # the network is frozen, so the matrix of the inputs seen last (each optimisation step of
+        # a GP asks for k(X, X) again) is reused; comparing the inputs costs O(n d)
+        last = self._last
+        if last is not None and _same(last[0], x1) and _same(last[1], x2):
+            return last[2]
+        k = self._evaluate(x1, x2)
+        self._last = (x1.detach().clone(), x2.detach().clone(), k)
+        return k
+
+    def _evaluate(self, x1: Tensor, x2: Tensor) -> Tensor:
+        same = _same(x1, x2)
         k = empirical_ntk(
             self.network,
             self._shaped(x1),

@@ -460,3 +460,57 @@ def test_ntk_moves_less_for_wider_networks(float64_default) -> None:
     changes = [ntk_change_during_training(width) for width in (16, 64, 256, 1024)]
     assert all(a > b for a, b in zip(changes, changes[1:])), changes
     assert changes[-1] < 0.25 * changes[0], changes
+
+
+# ---------------------------------------------------------------------------------- slow: scripts
+
+
+def _load_script(folder: str, name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"gp_ntk_{folder}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_example_quick(tmp_path) -> None:
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("tqdm")
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    try:
+        results = _load_script("examples", "empirical_ntk").main(["--quick", "--output-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+    for name in ("ntk_spectra.png", "ntk_calibration.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    # ten classes: kernel regression with either kernel is far above chance
+    assert results["regression init"] > 0.5 and results["regression trained"] > 0.5
+    assert all(math.isfinite(v) for v in results.values())
+
+
+@pytest.mark.slow
+def test_benchmark_quick(capsys) -> None:
+    threads = torch.get_num_threads()
+    try:
+        rows = _load_script("benchmarks", "empirical_ntk").main(
+            ["--quick", "--sizes", "4", "--modes", "trace"]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert len(rows) == 2 * 3
+    for row in rows:
+        assert row["ok"], row
+        assert row["seconds"] > 0 and math.isfinite(row["checksum"])
+    # the three methods compute the same kernel
+    for model in ("mlp", "cnn"):
+        sums = [row["checksum"] for row in rows if row["model"] == model]
+        assert max(sums) - min(sums) < 1e-3 * max(abs(s) for s in sums)
