@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -113,6 +114,37 @@ def gp_per_class(network, x_train, y_train, x_test, y_test, iterations: int):
     return accuracy, covered / NUM_CLASSES, nll / NUM_CLASSES
 
 
+def ntk_change_vs_width(x, y, widths, steps: int) -> list[float]:
+    """Relative change of the trace NTK on ``x`` over ``steps`` of full-batch gradient descent.
+
+    NTK-parameterised networks (``gp_ntk.networks.NetworkMLP``) with one learning rate for all
+    widths: the lazy-training regime, where the kernel stays closer to its initial value the
+    wider the network.
+    """
+    changes = []
+    targets = one_hot(y)
+    for width in tqdm(widths, desc="NTK change vs width", leave=False):
+        net = gp_ntk.networks.NetworkMLP(
+            64,
+            width,
+            depth=2,
+            weight_variance=2.0,
+            bias_variance=0.1,
+            out_features=NUM_CLASSES,
+            generator=torch.Generator().manual_seed(width),
+            dtype=torch.float64,
+        )
+        before = gp_ntk.empirical_ntk(net, x, mode="trace")
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            (0.5 * ((net(x) - targets) ** 2).sum(-1).mean()).backward()
+            optimizer.step()
+        after = gp_ntk.empirical_ntk(net, x, mode="trace")
+        changes.append(float((after - before).norm() / before.norm()))
+    return changes
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -184,6 +216,24 @@ def main(argv: list[str] | None = None) -> dict:
     figure.savefig(args.output_dir / "ntk_calibration.png", dpi=120)
     plt.close(figure)
     results["ntk change"] = change
+
+    widths = [16, 64] if args.quick else [16, 64, 256, 1024]
+    changes = ntk_change_vs_width(x_train[:48], y_train[:48], widths, steps=20 if args.quick else 100)
+    print(
+        "relative NTK change during training by width: "
+        + ", ".join(f"{w}: {c:.4f}" for w, c in zip(widths, changes))
+    )
+    figure, axis = plt.subplots(figsize=(5, 4))
+    axis.loglog(widths, changes, "o-", label="measured")
+    axis.loglog(widths, [changes[0] * math.sqrt(widths[0] / w) for w in widths], "k:", label="1/sqrt(width)")
+    axis.set_xlabel("width")
+    axis.set_ylabel("||NTK after - NTK before|| / ||NTK before||")
+    axis.set_title("NTK-parameterised MLPs, gradient descent on digits")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(args.output_dir / "ntk_change_vs_width.png", dpi=120)
+    plt.close(figure)
+    results["ntk change by width"] = changes
     return results
 
 

@@ -489,11 +489,13 @@ def test_example_quick(tmp_path) -> None:
     finally:
         torch.set_num_threads(threads)
         torch.set_rng_state(rng)
-    for name in ("ntk_spectra.png", "ntk_calibration.png"):
+    for name in ("ntk_spectra.png", "ntk_calibration.png", "ntk_change_vs_width.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     # ten classes: kernel regression with either kernel is far above chance
     assert results["regression init"] > 0.5 and results["regression trained"] > 0.5
+    changes = results.pop("ntk change by width")
+    assert changes[0] > changes[1] > 0
     assert all(math.isfinite(v) for v in results.values())
 
 
