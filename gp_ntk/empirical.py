@@ -432,7 +432,15 @@ def _activation_numel(model: nn.Module, params: dict[str, Tensor], x: Tensor) ->
 
 def _features(model: nn.Module, params: dict[str, Tensor], plan: _Plan, x: Tensor) -> tuple[_Features, set]:
     if plan.structured:
-        return _structured_features(model, params, plan, x)
+        features, missing = _structured_features(model, params, plan, x)
+        if missing:
+            # the plan was made on a probe batch; a layer not called for this batch would
+            # silently drop its parameters' contribution
+            raise RuntimeError(
+                f"the layers holding {sorted(missing)} were not called on every batch as on the first "
+                "samples (data-dependent control flow?); use implementation='jacobian'"
+            )
+        return features, missing
     return _Features(_jacobian(model, params, x)), set()
 
 
