@@ -296,7 +296,7 @@ def _structured_features(
     call_params = {**params, **leaves}
     # hooks go on the layers holding the original parameters; inside functional_call those
     # layers hold the leaves, by which the hooks attribute each use
-    originals = {id(getattr_path(model, n)) for n in plan.structured}
+    originals = {id(_getattr_path(model, n)) for n in plan.structured}
     candidates = {id(leaf): n for n, leaf in leaves.items()}
     out, uses = _structured_pass(model, call_params, originals, candidates, x)
     c, num_outputs = out.shape
@@ -330,7 +330,7 @@ def _structured_features(
         windows, cots = [], []
         for u in name_uses:
             w = _layer_factors(u.module, u.inputs)
-            if w is None:
+            if w is None or w.shape[0] != c or u.perturbation.shape[0] != c:
                 break
             windows.append(w)
             cots.append(_output_cotangents(u.module, stacked[id(u.perturbation)], num_outputs))
@@ -345,7 +345,11 @@ def _structured_features(
         if verify:
             reconstructed[name] = term
     if verify and reconstructed:
-        weights = torch.randn(c, num_outputs, dtype=out.dtype, device=out.device)
+        # random per-sample output weights: a rule that pairs the wrong samples or misses a use of
+        # the parameter reconstructs a different gradient (own generator: the caller's RNG
+        # state is left alone)
+        generator = torch.Generator(device=out.device).manual_seed(0)
+        weights = torch.randn(c, num_outputs, dtype=out.dtype, device=out.device, generator=generator)
         autograd = torch.autograd.grad(out, list(leaves.values()), weights, allow_unused=True)
         for name, exact in zip(leaves, autograd):
             if name in disagreeing or name not in reconstructed:
@@ -369,7 +373,7 @@ def _structured_features(
     return _Features(jacobian, grams), disagreeing
 
 
-def getattr_path(module: nn.Module, name: str) -> Tensor:
+def _getattr_path(module: nn.Module, name: str) -> Tensor:
     for part in name.split("."):
         module = getattr(module, part)
     return module  # type: ignore[return-value]
@@ -382,7 +386,7 @@ def _make_plan(model: nn.Module, params: dict[str, Tensor], x: Tensor, implement
     num_outputs = out.shape[1]
     structured: dict[str, tuple[str, bool]] = {}
     if implementation == "structured":
-        by_object = {id(getattr_path(model, n)): n for n in params}
+        by_object = {id(_getattr_path(model, n)): n for n in params}
         for module in model.modules():
             if not isinstance(module, _STRUCTURED_TYPES):
                 continue

@@ -516,3 +516,33 @@ def test_benchmark_quick(capsys) -> None:
     for model in ("mlp", "cnn"):
         sums = [row["checksum"] for row in rows if row["model"] == model]
         assert max(sums) - min(sums) < 1e-3 * max(abs(s) for s in sums)
+
+
+class BatchSecond(nn.Module):
+    """A Linear applied to a (S, n, d) tensor: its first axis is not the samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(3, 4)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.layer(x.transpose(0, 1)))  # (2, n, 4)
+        return self.out(h.transpose(0, 1).flatten(1))
+
+
+def test_layer_with_samples_not_first_falls_back(float64_default) -> None:
+    model = BatchSecond()
+    # two samples and two positions: the shapes alone cannot tell the axes apart
+    x1, x2 = torch.randn(2, 2, 3), torch.randn(2, 2, 3)
+    expected = oracle(model, x1, x2)
+    kernel = empirical_ntk(model, x1, x2, mode="full", implementation="structured")
+    torch.testing.assert_close(kernel, expected, rtol=0, atol=TOL)
+
+
+def test_global_rng_untouched(float64_default) -> None:
+    model, shape = make_model("mlp")
+    x = torch.randn(3, *shape)
+    state = torch.get_rng_state()
+    empirical_ntk(model, x)
+    assert torch.equal(state, torch.get_rng_state())
