@@ -546,3 +546,20 @@ def test_global_rng_untouched(float64_default) -> None:
     state = torch.get_rng_state()
     empirical_ntk(model, x)
     assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize(
+    "options", [{"memory_budget": 1000}, {"implementation": "ntvp"}, {"implementation": "jacobian"}]
+)
+def test_lazy_kernel_recomputing_blocks(options, float64_default) -> None:
+    # features not kept with the points (over budget, or ntvp): every block recomputes them
+    model, shape = make_model("tied")
+    x = torch.randn(7, *shape)
+    kernel = EmpiricalNTKKernel(model, **options)
+    expected = empirical_ntk(model, x, mode="trace")
+    rhs = torch.randn(7, 3)
+    with gp_ntk.settings.lazy_evaluation("always", block_elements=10):
+        lazy = kernel(x, x).evaluate_kernel()
+        assert isinstance(lazy, gp_ntk.BlockedKernelLinearOperator)
+        torch.testing.assert_close(lazy @ rhs, expected @ rhs, rtol=0, atol=TOL)
+        torch.testing.assert_close(lazy.to_dense(), expected, rtol=0, atol=TOL)
