@@ -114,8 +114,8 @@ def gp_per_class(network, x_train, y_train, x_test, y_test, iterations: int):
     return accuracy, covered / NUM_CLASSES, nll / NUM_CLASSES
 
 
-def ntk_change_vs_width(x, y, widths, steps: int) -> list[float]:
-    """Relative change of the trace NTK on ``x`` over ``steps`` of full-batch gradient descent.
+def ntk_change_vs_width(x, y, widths, steps: int, seeds: int = 3) -> list[float]:
+    """Relative change of the trace NTK on ``x`` over ``steps`` of gradient descent (mean over seeds).
 
     NTK-parameterised networks (``gp_ntk.networks.NetworkMLP``) with one learning rate for all
     widths: the lazy-training regime, where the kernel stays closer to its initial value the
@@ -125,23 +125,26 @@ def ntk_change_vs_width(x, y, widths, steps: int) -> list[float]:
     # one scalar output (the digit's value, standardised) keeps the per-point Jacobians small
     targets = (y.double() - 4.5) / 3.0
     for width in tqdm(widths, desc="NTK change vs width", leave=False):
-        net = gp_ntk.networks.NetworkMLP(
-            64,
-            width,
-            depth=2,
-            weight_variance=2.0,
-            bias_variance=0.1,
-            generator=torch.Generator().manual_seed(width),
-            dtype=torch.float64,
-        )
-        before = gp_ntk.empirical_ntk(net, x, mode="trace")
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
-        for _ in range(steps):
-            optimizer.zero_grad()
-            (0.5 * ((net(x) - targets) ** 2).mean()).backward()
-            optimizer.step()
-        after = gp_ntk.empirical_ntk(net, x, mode="trace")
-        changes.append(float((after - before).norm() / before.norm()))
+        relative = []
+        for seed in range(seeds):
+            net = gp_ntk.networks.NetworkMLP(
+                64,
+                width,
+                depth=2,
+                weight_variance=2.0,
+                bias_variance=0.1,
+                generator=torch.Generator().manual_seed(1000 * seed + width),
+                dtype=torch.float64,
+            )
+            before = gp_ntk.empirical_ntk(net, x, mode="trace")
+            optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+            for _ in range(steps):
+                optimizer.zero_grad()
+                (0.5 * ((net(x) - targets) ** 2).mean()).backward()
+                optimizer.step()
+            after = gp_ntk.empirical_ntk(net, x, mode="trace")
+            relative.append(float((after - before).norm() / before.norm()))
+        changes.append(sum(relative) / seeds)
     return changes
 
 

@@ -36,7 +36,7 @@ Three ways of computing it give the same numbers:
   tensors, no autograd), and those are used instead; the choice is made per layer by operation
   count. Every other parameter (normalisation scales, embeddings, a weight used outside its
   layer) falls back to the Jacobian contraction; a rule is kept only where the gradient it
-  reconstructs matches autograd on the first chunk.
+  reconstructs matches autograd on a probe batch (the first two samples of ``x1``).
 
 ``"auto"`` is ``"structured"``.
 
