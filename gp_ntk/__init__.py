@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import activations, dynamics, fitting, functional, lazy, models, networks, selection, settings
+from . import activations, dynamics, empirical, fitting, functional, lazy, models, networks, selection, settings
 from .activations import (
     GELU,
     ABReLU,
@@ -25,6 +25,7 @@ from .activations import (
     Step,
     get_activation,
 )
+from .empirical import EmpiricalNTKKernel, empirical_ntk, linearize
 from .fitting import FitError, FitResult, fit
 from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
 from .lazy import BlockedKernelLinearOperator
@@ -41,6 +42,7 @@ __all__ = [
     "ArcCosineKernel",
     "BlockedKernelLinearOperator",
     "Cos",
+    "EmpiricalNTKKernel",
     "Erf",
     "ErfKernel",
     "ExactGPModel",
@@ -65,11 +67,14 @@ __all__ = [
     "activations",
     "compare_kernels",
     "dynamics",
+    "empirical",
+    "empirical_ntk",
     "fit",
     "fitting",
     "functional",
     "get_activation",
     "lazy",
+    "linearize",
     "models",
     "networks",
     "selection",
