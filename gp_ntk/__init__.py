@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from . import activations, dynamics, empirical, fitting, functional, lazy, models, networks, selection, settings
+from . import (
+    activations,
+    dynamics,
+    empirical,
+    fitting,
+    functional,
+    lazy,
+    models,
+    networks,
+    selection,
+    settings,
+)
 from .activations import (
     GELU,
     ABReLU,
