@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from . import activations, fitting, functional, lazy, models, networks, selection, settings
+from . import (
+    activations,
+    approximations,
+    fitting,
+    functional,
+    lazy,
+    models,
+    networks,
+    selection,
+    settings,
+    spectral,
+)
 from .activations import (
     GELU,
     ABReLU,
@@ -19,6 +30,7 @@ from .activations import (
     Step,
     get_activation,
 )
+from .approximations import RandomFeatureKernel
 from .fitting import FitError, FitResult, fit
 from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
 from .lazy import BlockedKernelLinearOperator
@@ -46,11 +58,13 @@ __all__ = [
     "NNGPKernel",
     "NTKKernel",
     "Numerical",
+    "RandomFeatureKernel",
     "ReLU",
     "Sin",
     "Step",
     "VariationalGPModel",
     "activations",
+    "approximations",
     "compare_kernels",
     "fit",
     "fitting",
@@ -61,4 +75,5 @@ __all__ = [
     "networks",
     "selection",
     "settings",
+    "spectral",
 ]

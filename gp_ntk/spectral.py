@@ -594,7 +594,9 @@ class NeuralEigenfunctions(nn.Module):
         dtype = x.dtype
         # the networks see standardised inputs; the kernel sees the raw ones
         self.register_buffer("input_mean", x.mean(0))
-        self.register_buffer("input_scale", x.std(0).clamp_min(1e-12) if x.shape[0] > 1 else torch.ones_like(x[0]))
+        self.register_buffer(
+            "input_scale", x.std(0).clamp_min(1e-12) if x.shape[0] > 1 else torch.ones_like(x[0])
+        )
         self.networks = _ParallelMLPs(
             x.shape[-1], k, self.hidden_features, self.hidden_layers, generator, dtype
         ).to(x.device)
