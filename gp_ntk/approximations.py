@@ -80,6 +80,8 @@ class _NetworkFeatures(nn.Module):
         self.network = from_kernel(
             kernel, in_features, width, out_features=1, readout=True, generator=generator
         )
+        # fixed draws: gradients flow to the inputs (for optimising sample paths), not to them
+        self.network.requires_grad_(False)
         depth = kernel.depth
         self.register_buffer("readout_scale", getattr(self.network, f"_weight_scale_{depth}").clone())
         bias = float(getattr(self.network, f"_bias_scale_{depth}"))
@@ -87,8 +89,7 @@ class _NetworkFeatures(nn.Module):
         self.num_outputs = width + (1 if self.bias_feature is not None else 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            h = self.network.hidden(x.to(self.readout_scale)) * self.readout_scale
+        h = self.network.hidden(x.to(self.readout_scale)) * self.readout_scale
         if self.bias_feature is None:
             return h
         return torch.cat([h, torch.full_like(h[..., :1], self.bias_feature)], dim=-1)
