@@ -255,3 +255,26 @@ def test_botorch_optimal_samples_with_network_kernel():
     assert bool(((optimal_x >= -1) & (optimal_x <= 1)).all())
     # the sampled optima cluster around the true maximiser (0.3, 0.3), the range spans 2.8
     assert float((optimal_x - 0.3).norm(dim=-1).median()) < 0.3
+
+
+@pytest.mark.slow
+def test_random_features_benchmark_smoke():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "gp_ntk_benchmark_random_features", folder / "random_features.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        rows = module.main(
+            ["--n", "3000", "--compare-n", "400", "--features", "64", "--test", "100", "--chunk", "1000"]
+        )
+    finally:
+        sys.path.remove(str(folder))
+    assert len(rows) == 4
+    assert all(math.isfinite(seconds) and seconds >= 0 for _, seconds, _, _ in rows)

@@ -292,3 +292,26 @@ def test_neural_eigenfunctions_refuse_bad_use():
     assert nef(_inputs(5, 2)).shape == (5, 3)
     with pytest.raises(ValueError, match="features"):
         nef(_inputs(5, 3))
+
+
+@pytest.mark.slow
+def test_spectra_example_quick(tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sklearn")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "spectra.py"
+    spec = importlib.util.spec_from_file_location("gp_ntk_example_spectra", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state = torch.get_rng_state()
+    try:
+        results = module.main(["--quick", "--output-dir", str(tmp_path)])
+    finally:
+        torch.set_rng_state(state)
+    for name in ("eigenfunctions", "decay", "approximation", "moons_embedding", "eigenlearning"):
+        assert (tmp_path / f"spectra_{name}.png").stat().st_size > 10_000
+    # the NTK spectrum decays more slowly than the NNGP's at every depth
+    for depth in (1, 2, 4):
+        assert results["decay"][f"NTKKernel depth {depth}"] > results["decay"][f"NNGPKernel depth {depth}"]
