@@ -133,10 +133,10 @@ class Eigenmodes:
             raise ValueError(f"x_new must have {self.x.shape[-1]} features, got {x_new.shape[-1]}")
         n = self.x.shape[0]
         x_new = x_new.to(self.x)
-        if x_new.shape[0] * n <= settings.lazy_evaluation._min_elements:
-            projected = _dense_kernel(self.kernel, x_new, self.x) @ self.vectors
-        else:
+        if settings.lazy_evaluation.applies(x_new.shape[0], n):
             projected = _lazy_matmul(self.kernel, x_new, self.x, self.vectors)
+        else:
+            projected = _dense_kernel(self.kernel, x_new, self.x) @ self.vectors
         return projected / (math.sqrt(n) * self.eigenvalues)
 
 

@@ -171,6 +171,7 @@ def _predict(covar, x, y, x_test, noise=0.01):
     return posterior.mean, posterior.variance
 
 
+@pytest.mark.slow
 def test_random_feature_gp_approaches_the_exact_gp():
     base = gp_ntk.NNGPKernel(depth=1, activation="relu", weight_variance=2.0, bias_variance=0.1).double()
     x, x_test = _inputs(60), _inputs(30, seed=2)

@@ -201,6 +201,7 @@ def test_eigenlearning_solves_its_equation_and_conserves_learnability():
         spectral.eigenlearning(values, coefficients[:5], 30)
 
 
+@pytest.mark.slow
 def test_eigenlearning_predicts_kernel_regression_on_diabetes():
     """Treat the 442 diabetes points as the data distribution: the spectrum of the NTK on them
     and the labels' eigen-coefficients predict the test MSE of kernel ridge regression on n iid
