@@ -200,6 +200,8 @@ def plot_moons_embedding(path: Path, n: int, steps: int) -> list[float]:
     correlations = [
         float(torch.corrcoef(torch.stack([reference[:, j], learned[:, j]]))[0, 1]) for j in range(4)
     ]
+    # each sign rule sees its own points, so a sign can differ: align for the picture
+    learned = learned * torch.tensor(correlations, dtype=learned.dtype).sign()
     figure, axes = plt.subplots(1, 3, figsize=(14, 4.3))
     axes[0].scatter(held_out[:, 0], held_out[:, 1], c=held_labels, cmap="coolwarm", s=6)
     axes[0].set_title("two moons (held-out points)")
