@@ -23,7 +23,8 @@ blocked kernel, CG) at the same hyperparameters: predictive means and test RMSE.
 Usage::
 
     python benchmarks/random_features.py --quick                   # N = 20 000, compare at 2 000
-    python benchmarks/random_features.py --n 1000000 --compare-n 10000
+    python benchmarks/random_features.py --n 1000000 --compare-n 5000 --features 256
+    python benchmarks/random_features.py --n 5000 --compare-n 5000 --compare-features 256,1024,4096
 
 Data: ``benchmarks/large_n.py``'s generator (inputs uniform in [-1, 1]^d, a smooth target of a
 few projections, noise sd 0.1).
@@ -137,6 +138,11 @@ def main(argv: list[str] | None = None) -> list[tuple]:
     )
     parser.add_argument("--chunk", type=int, default=20_000, help="rows per feature chunk")
     parser.add_argument("--cg-tolerance", type=float, default=1e-3)
+    parser.add_argument(
+        "--compare-features",
+        default="",
+        help="comma-separated D for the comparison at --compare-n, each fitting its own scales",
+    )
     parser.add_argument("--quick", action="store_true", help="N = 20 000, D = 256, compare at 2 000")
     args = parser.parse_args(argv)
     if args.quick:
@@ -191,28 +197,46 @@ def main(argv: list[str] | None = None) -> list[tuple]:
         print(f"{what:32s} {seconds:9.2f} {extra:9.1f}  {note}", flush=True)
     print(f"(a dense N x N float64 matrix would be {args.n**2 * 8 / 2**30:.0f} GiB)")
 
-    # the same hyperparameters, exact GP with the lazy blocked kernel vs the random-feature GP
+    # exact GP with the lazy blocked kernel vs random-feature GPs with --compare-features each
+    # (each with its own fitted scales); the exact GP takes the scales of the largest D, or of
+    # the large-N fit when --compare-features is not given
     n = args.compare_n
-    gram_c, projection_c, _ = feature_statistics(kernel, x_train[:n], y_train[:n], args.chunk)
-    rf_mean, _ = predict(kernel, gram_c, projection_c, scale, noise, x_test)
+    sizes = [int(v) for v in args.compare_features.split(",")] if args.compare_features else []
+    fitted = []
+    for size in sizes:
+        small = gp_ntk.RandomFeatureKernel(base, num_features=size, in_features=args.dim, seed=0)
+        gram_c, projection_c, yy_c = feature_statistics(small, x_train[:n], y_train[:n], args.chunk)
+        scale_c, noise_c, _ = fit_scales(gram_c, projection_c, yy_c, n)
+        fitted.append((small.num_outputs, predict(small, gram_c, projection_c, scale_c, noise_c, x_test)[0]))
+        scale_exact, noise_exact = scale_c, noise_c
+    if not sizes:
+        gram_c, projection_c, _ = feature_statistics(kernel, x_train[:n], y_train[:n], args.chunk)
+        fitted.append((kernel.num_outputs, predict(kernel, gram_c, projection_c, scale, noise, x_test)[0]))
+        scale_exact, noise_exact = scale, noise
     start = time.perf_counter()
     with PeakMemory(device) as memory:
-        mean_exact = exact_mean(base, scale, noise, x_train[:n], y_train[:n], x_test, args.cg_tolerance)
+        mean_exact = exact_mean(
+            base, scale_exact, noise_exact, x_train[:n], y_train[:n], x_test, args.cg_tolerance
+        )
     seconds = time.perf_counter() - start
-    difference = float((rf_mean - mean_exact).norm() / mean_exact.norm())
-    rmse_rf = float((rf_mean - y_test).square().mean().sqrt())
     rmse_exact = float((mean_exact - y_test).square().mean().sqrt())
     print(
         f"\ncompare at N = {n}: exact lazy-CG GP {seconds:.1f} s ({memory.extra_bytes / 2**20:.0f} MB extra), "
-        f"test RMSE exact {rmse_exact:.4f} vs random features {rmse_rf:.4f}; "
-        f"relative difference of predictive means {difference:.4f}"
+        f"s2={scale_exact:.3g} noise={noise_exact:.3g}, test RMSE {rmse_exact:.4f}"
     )
+    print(f"{'features':>9s} {'test RMSE':>10s} {'rel. diff of means':>19s}")
+    notes = []
+    for size, rf_mean in fitted:
+        difference = float((rf_mean - mean_exact).norm() / mean_exact.norm())
+        rmse_rf = float((rf_mean - y_test).square().mean().sqrt())
+        print(f"{size:9d} {rmse_rf:10.4f} {difference:19.4f}")
+        notes.append(f"D={size}: {rmse_rf:.4f} {difference:.4f}")
     rows.append(
         (
             f"compare N={n}",
             seconds,
             memory.extra_bytes / 2**20,
-            f"{rmse_exact:.4f} {rmse_rf:.4f} {difference:.4f}",
+            f"exact {rmse_exact:.4f}; " + "; ".join(notes),
         )
     )
     return rows
