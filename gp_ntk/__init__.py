@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import (
     activations,
+    approximations,
     dynamics,
     empirical,
     fitting,
@@ -13,6 +14,7 @@ from . import (
     networks,
     selection,
     settings,
+    spectral,
 )
 from .activations import (
     GELU,
@@ -36,6 +38,7 @@ from .activations import (
     Step,
     get_activation,
 )
+from .approximations import RandomFeatureKernel
 from .empirical import EmpiricalNTKKernel, empirical_ntk, linearize
 from .fitting import FitError, FitResult, fit
 from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
@@ -69,6 +72,7 @@ __all__ = [
     "NTKKernel",
     "Numerical",
     "Polynomial",
+    "RandomFeatureKernel",
     "ReLU",
     "Rbf",
     "Sign",
@@ -76,6 +80,7 @@ __all__ = [
     "Step",
     "VariationalGPModel",
     "activations",
+    "approximations",
     "compare_kernels",
     "dynamics",
     "empirical",
@@ -90,4 +95,5 @@ __all__ = [
     "networks",
     "selection",
     "settings",
+    "spectral",
 ]
