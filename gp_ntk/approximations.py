@@ -192,8 +192,11 @@ class RandomFeatureKernel(Kernel):
     ``k(X)`` is a ``LowRankRootLinearOperator``; ``k(X1, X2)`` a ``MatmulLinearOperator``.
 
     Example:
-        >>> rf = RandomFeatureKernel(gp_ntk.NNGPKernel(depth=2), num_features=512)
-        >>> model = gp_ntk.ExactGPModel(train_x, train_y, kernel=rf)
+        >>> rf = gp_ntk.RandomFeatureKernel(gp_ntk.NNGPKernel(depth=2), num_features=512)
+        >>> train_x = torch.randn(100, 3)
+        >>> model = gp_ntk.ExactGPModel(train_x, torch.sin(train_x[:, 0]), kernel=rf)
+        >>> type(rf(train_x).evaluate_kernel()).__name__
+        'LowRankRootLinearOperator'
     """
 
     has_lengthscale = False

@@ -537,9 +537,11 @@ class NeuralEigenfunctions(nn.Module):
         dtype: of the networks (default: the inputs').
 
     Example:
-        >>> nef = NeuralEigenfunctions(kernel, num_eigenfunctions=4).fit(x, steps=2000)
-        >>> nef(x_new).shape, nef.eigenvalues.shape
-        (torch.Size([m, 4]), torch.Size([4]))
+        >>> from gp_ntk.spectral import NeuralEigenfunctions
+        >>> kernel, x = gp_ntk.NNGPKernel(depth=2, activation="erf"), torch.randn(256, 2)
+        >>> nef = NeuralEigenfunctions(kernel, num_eigenfunctions=4).fit(x, steps=20)
+        >>> nef(torch.randn(7, 2)).shape, nef.eigenvalues.shape
+        (torch.Size([7, 4]), torch.Size([4]))
 
     The sign of each eigenfunction is fixed after fitting so that its value of largest
     magnitude on the fitted inputs is positive (the rule of :func:`eigenmodes`).
