@@ -21,6 +21,7 @@ from .activations import (
 )
 from .fitting import FitError, FitResult, fit
 from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
+from .kernels import ArcCosineKernelGrad, ErfKernelGrad, NNGPKernelGrad, NTKKernelGrad
 from .lazy import BlockedKernelLinearOperator
 from .models import ExactGPModel, VariationalGPModel
 from .selection import compare_kernels
@@ -62,3 +63,4 @@ __all__ = [
     "selection",
     "settings",
 ]
+__all__ += ["ArcCosineKernelGrad", "ErfKernelGrad", "NNGPKernelGrad", "NTKKernelGrad"]
