@@ -409,7 +409,7 @@ def _diagonal(kernel, x1: Tensor, x2: Tensor, variances: dict[str, Tensor], comp
     f, _, f_c, _, f_ab, f_ac, f_bc, f_cc = recursion_partials(
         kernel.activation, var1, cov, var2, weights, biases, compute_ntk
     )
-    e = (lambda t: t.unsqueeze(-1))  # noqa: E731
+    e = lambda t: t.unsqueeze(-1)  # noqa: E731
     hessian = e(f_c) * w + 4.0 * e(f_ab) * u * v + 2.0 * e(f_ac) * u * u + 2.0 * e(f_bc) * v * v
     hessian = hessian + e(f_cc) * u * v
     return torch.cat([e(f), hessian], dim=-1).reshape(*f.shape[:-1], -1)
@@ -425,7 +425,9 @@ class _GradientKernelMixin:
     def _check_gradient_activation(self) -> None:
         reason = supports_gradients(self.activation, self._gradient_ntk)
         if reason is not None:
-            raise ValueError(f"{type(self).__name__}: activation={self.activation!r} is not allowed: {reason}")
+            raise ValueError(
+                f"{type(self).__name__}: activation={self.activation!r} is not allowed: {reason}"
+            )
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
         if last_dim_is_batch:
