@@ -20,8 +20,16 @@ from .activations import (
     get_activation,
 )
 from .fitting import FitError, FitResult, fit
-from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
-from .kernels import ArcCosineKernelGrad, ErfKernelGrad, NNGPKernelGrad, NTKKernelGrad
+from .kernels import (
+    ArcCosineKernel,
+    ArcCosineKernelGrad,
+    ErfKernel,
+    ErfKernelGrad,
+    NNGPKernel,
+    NNGPKernelGrad,
+    NTKKernel,
+    NTKKernelGrad,
+)
 from .lazy import BlockedKernelLinearOperator
 from .models import ExactGPModel, VariationalGPModel
 from .selection import compare_kernels
