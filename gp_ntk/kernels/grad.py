@@ -33,8 +33,8 @@ The layer partials come in closed form for the rectified activations (``ABReLU``
     q_{AC} = \frac{s^{n-1}((n-1)j' - \rho j'')}{2A},\quad
     q_{AB} = \frac{s^{n-2}}{4}\big(n^2 j - (2n-1)\rho j' + \rho^2 j''\big),
 
-and for the smooth activations (erf, GELU, sin, cos, identity) by ``torch.func`` applied to
-the scalar closed-form duals, elementwise: only the layer map is differentiated, never the kernel.
+and for the smooth activations (erf, GELU, sin, cos, identity) by autograd of the
+closed-form duals as elementwise maps of (A, C, B): only the layer map is differentiated, never the kernel.
 
 Smoothness. A GP with derivative observations needs :math:`\partial_x\partial_y k` to be
 continuous, duplicates included. The ReLU-family NNGP is (:math:`J_1(\theta) = \pi\cos\theta
@@ -210,24 +210,39 @@ def _smooth_duals(activation: Activation) -> Callable[[Tensor, Tensor, Tensor], 
 
 
 def _smooth_partials(duals, var1: Tensor, cov: Tensor, var2: Tensor, compute_ntk: bool):
-    """Partials of ``(q, q_dot)`` by ``torch.func`` on the scalar layer map, vectorised over pairs."""
+    """Partials of ``(q, q_dot)`` by autograd of the elementwise layer map.
+
+    The map acts on each pair alone, so the gradient of a sum over pairs is every pair's own
+    partial derivative; differentiating those again gives the second partials. The graph is
+    kept (``create_graph``), so the partials stay differentiable in the hyperparameters.
+    """
     shape = torch.broadcast_shapes(var1.shape, cov.shape, var2.shape)
-    flat = [t.expand(shape).reshape(-1) for t in (var1, cov, var2)]
+    outer_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (var1, cov, var2))
+    with torch.enable_grad():
+        if outer_graph:
+            inputs = tuple(t.expand(shape).clone() for t in (var1, cov, var2))
+        else:
+            inputs = tuple(t.detach().expand(shape).clone().requires_grad_(True) for t in (var1, cov, var2))
+        values = duals(*inputs)
+        results = [_elementwise_partials(values[i], inputs) for i in range(2 if compute_ntk else 1)]
+    if not outer_graph:
+        results = [tuple(t.detach() for t in r) for r in results]
+    return results[0], (results[1] if compute_ntk else None)
 
-    def scalar_map(point: Tensor) -> Tensor:
-        return duals(point[0], point[1], point[2])
 
-    points = torch.stack(flat, dim=-1)
-    values = scalar_map(points.T).T  # (N, 2)
-    jacobian = torch.func.vmap(torch.func.jacrev(scalar_map))(points)  # (N, 2, 3)
-    hessian = torch.func.vmap(torch.func.jacfwd(torch.func.jacrev(scalar_map)))(points)  # (N, 2, 3, 3)
+def _grad(output: Tensor, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    if not output.requires_grad:
+        return tuple(torch.zeros_like(t) for t in inputs)
+    grads = torch.autograd.grad(output.sum(), inputs, create_graph=True, allow_unused=True)
+    return tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs))
 
-    def unpack(i: int) -> Partials:
-        g, h = jacobian[:, i], hessian[:, i]
-        entries = (values[:, i], g[:, 0], g[:, 1], g[:, 2], h[:, 0, 2], h[:, 0, 1], h[:, 2, 1], h[:, 1, 1])
-        return tuple(e.reshape(shape) for e in entries)
 
-    return unpack(0), (unpack(1) if compute_ntk else None)
+def _elementwise_partials(value: Tensor, inputs: tuple[Tensor, Tensor, Tensor]) -> Partials:
+    a, c, b = inputs
+    d_a, d_c, d_b = _grad(value, inputs)
+    (d_ab,) = _grad(d_a, (b,))
+    d_ac, d_cc, d_bc = _grad(d_c, inputs)
+    return value, d_a, d_c, d_b, d_ab, d_ac, d_bc, d_cc
 
 
 def _layer_partials(activation: Activation, var1: Tensor, cov: Tensor, var2: Tensor, compute_ntk: bool):
