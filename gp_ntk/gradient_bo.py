@@ -14,6 +14,7 @@ import torch
 from botorch.models.model import Model
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
+from linear_operator import to_linear_operator
 from torch import Tensor
 
 from .kernels.grad import NNGPKernelGrad
@@ -128,7 +129,7 @@ class GradientEnhancedGP(Model):
         values = torch.arange(q, device=X.device) * tasks  # the interleaved layout's value entries
         covariance = joint.covariance_matrix[..., values, :][..., values]
         mean = joint.mean[..., 0] * self._y_std + self._y_mean
-        mvn = MultivariateNormal(mean, covariance * self._y_std**2)
+        mvn = MultivariateNormal(mean, to_linear_operator(covariance * self._y_std**2))
         posterior = GPyTorchPosterior(mvn)
         return posterior if posterior_transform is None else posterior_transform(posterior)
 
