@@ -399,16 +399,17 @@ def _full_matrix(kernel, x1: Tensor, x2: Tensor, variances: dict[str, Tensor], c
     def pair(t: Tensor) -> Tensor:
         return t.unsqueeze(-2).unsqueeze(-1)  # (..., n, 1, m, 1)
 
-    grad_x = 2.0 * pair(f_a) * u_i + pair(f_c) * v_i  # (..., n, d, m, 1)
-    grad_y = 2.0 * pair(f_b) * v_j + pair(f_c) * u_j  # (..., n, 1, m, d)
-    hessian = u_i * (4.0 * pair(f_ab) * v_j + 2.0 * pair(f_ac) * u_j) + v_i * (
-        2.0 * pair(f_bc) * v_j + pair(f_cc) * u_j
-    )
-    hessian = hessian + pair(f_c) * torch.diag_embed(w.squeeze(-2)).unsqueeze(-2).unsqueeze(-4)
-    top = torch.cat([pair(f), grad_y], dim=-1)
-    bottom = torch.cat([grad_x, hessian], dim=-1)
-    out = torch.cat([top, bottom], dim=-3)
-    out = out.reshape(*out.shape[:-4], n * (d + 1), m * (d + 1))
+    batch = f.shape[:-2]
+    out = torch.empty(*batch, n, d + 1, m, d + 1, dtype=f.dtype, device=f.device)
+    out[..., :, 0, :, 0] = f
+    out[..., :, 1:, :, 0] = (2.0 * pair(f_a) * u_i + pair(f_c) * v_i).squeeze(-1)
+    out[..., :, 0, :, 1:] = (2.0 * pair(f_b) * v_j + pair(f_c) * u_j).squeeze(-3)
+    # the n d x m d block is the bulk of the work: written in place, one temporary
+    hessian = out[..., :, 1:, :, 1:]
+    hessian.copy_(u_i * (4.0 * pair(f_ab) * v_j + 2.0 * pair(f_ac) * u_j))
+    hessian.addcmul_(v_i, 2.0 * pair(f_bc) * v_j + pair(f_cc) * u_j)
+    hessian.diagonal(dim1=-3, dim2=-1).add_(f_c.unsqueeze(-1) * w.unsqueeze(-2))
+    out = out.reshape(*batch, n * (d + 1), m * (d + 1))
     if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
         out = 0.5 * (out + out.mT)
     return out
