@@ -33,8 +33,8 @@ The layer partials come in closed form for the rectified activations (``ABReLU``
     q_{AC} = \frac{s^{n-1}((n-1)j' - \rho j'')}{2A},\quad
     q_{AB} = \frac{s^{n-2}}{4}\big(n^2 j - (2n-1)\rho j' + \rho^2 j''\big),
 
-and for the smooth activations (erf, GELU, sin, cos, identity) by autograd of the
-closed-form duals as elementwise maps of (A, C, B): only the layer map is differentiated, never the kernel.
+closed forms for erf, sin, cos and identity (:func:`_erf_partials`, ...), and for GELU by
+autograd of its closed-form duals as an elementwise map of (A, C, B): only the layer map is differentiated, never the kernel.
 
 Smoothness. A GP with derivative observations needs :math:`\partial_x\partial_y k` to be
 continuous, duplicates included. The ReLU-family NNGP is (:math:`J_1(\theta) = \pi\cos\theta
@@ -202,6 +202,71 @@ _SMOOTH_DUALS: dict[type, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
 }
 
 
+def _erf_partials(var1: Tensor, cov: Tensor, var2: Tensor, compute_ntk: bool):
+    r"""Closed forms for erf: with :math:`P = 1 + 2A`, :math:`Q = 1 + 2B`, :math:`D = PQ - 4C^2` and
+    :math:`r = D^{-1/2}`: :math:`q_C = \tfrac4\pi r`, :math:`q_A = -\tfrac4\pi Cr/P`,
+    :math:`q_{CC} = \tfrac{16}\pi Cr^3`, :math:`q_{AC} = -\tfrac4\pi Qr^3`, :math:`q_{AB} = \tfrac4\pi Cr^3`."""
+    p, q = 1.0 + 2.0 * var1, 1.0 + 2.0 * var2
+    det = p * q - 4.0 * cov * cov
+    r = torch.rsqrt(det)
+    r3 = r * r * r
+    k = 4.0 / math.pi
+    value = (2.0 / math.pi) * torch.asin(2.0 * cov * torch.rsqrt(p * q))
+    dual = (
+        value,
+        -k * cov * r / p,
+        k * r,
+        -k * cov * r / q,
+        k * cov * r3,
+        -k * q * r3,
+        -k * p * r3,
+        4.0 * k * cov * r3,
+    )
+    if not compute_ntk:
+        return dual, None
+    r5 = r3 * r * r
+    derivative = (
+        k * r,
+        -k * q * r3,
+        4.0 * k * cov * r3,
+        -k * p * r3,
+        -k * r5 * (2.0 * det - 3.0 * p * q),
+        -12.0 * k * q * cov * r5,
+        -12.0 * k * p * cov * r5,
+        4.0 * k * r5 * (det + 12.0 * cov * cov),
+    )
+    return dual, derivative
+
+
+def _exponential_pair_partials(even: Tensor, odd: Tensor) -> Partials:
+    # P = e^{-(A+B)/2} (cosh or sinh) C with partner S: dP/dC = S, dS/dC = P, d/dA = d/dB = -1/2
+    return (even, -0.5 * even, odd, -0.5 * even, 0.25 * even, -0.5 * odd, -0.5 * odd, even)
+
+
+def _trigonometric_partials(sine: bool, var1: Tensor, cov: Tensor, var2: Tensor, compute_ntk: bool):
+    total = var1 + var2
+    minus = 0.5 * torch.exp(-0.5 * total + cov)
+    plus = 0.5 * torch.exp(-0.5 * total - cov)
+    sinh, cosh = minus - plus, minus + plus  # times e^{-(A+B)/2}
+    value, derivative = (sinh, cosh) if sine else (cosh, sinh)
+    dual = _exponential_pair_partials(value, derivative)
+    return dual, (_exponential_pair_partials(derivative, value) if compute_ntk else None)
+
+
+def _identity_partials(var1: Tensor, cov: Tensor, var2: Tensor, compute_ntk: bool):
+    zeros = torch.zeros_like(cov)
+    dual = (cov, zeros, torch.ones_like(cov), zeros, zeros, zeros, zeros, zeros)
+    return dual, ((torch.ones_like(cov),) + (zeros,) * 7 if compute_ntk else None)
+
+
+_CLOSED_FORM_PARTIALS: dict[type, Callable] = {
+    Erf: _erf_partials,
+    Sin: lambda *args: _trigonometric_partials(True, *args),
+    Cos: lambda *args: _trigonometric_partials(False, *args),
+    Identity: _identity_partials,
+}
+
+
 def _smooth_duals(activation: Activation) -> Callable[[Tensor, Tensor, Tensor], Tensor] | None:
     for cls, duals in _SMOOTH_DUALS.items():
         if isinstance(activation, cls):
@@ -250,6 +315,9 @@ def _layer_partials(activation: Activation, var1: Tensor, cov: Tensor, var2: Ten
     form = _rectified_form(activation)
     if form is not None:
         return _rectified_partials(form, var1, cov, var2, compute_ntk)
+    for cls, partials in _CLOSED_FORM_PARTIALS.items():
+        if isinstance(activation, cls):
+            return partials(var1, cov, var2, compute_ntk)
     return _smooth_partials(_smooth_duals(activation), var1, cov, var2, compute_ntk)
 
 
