@@ -287,3 +287,71 @@ def test_derivative_gp_drop_in():
         pred = likelihood(model(xt))
     assert pred.mean.shape == (7, 3)
     assert torch.isfinite(pred.variance).all()
+
+
+# ------------------------------------------------------------------- BoTorch model
+
+
+def test_gradient_enhanced_gp_value_posterior_matches_joint_prediction():
+    from gp_ntk.gradient_bo import GradientEnhancedGP
+
+    torch.manual_seed(1)
+    x = torch.rand(6, 2, dtype=DTYPE) * 2 - 1
+    y = (x**2).sum(-1, keepdim=True) + 0.5 * x[:, :1]
+    g = 2 * x + torch.tensor([0.5, 0.0], dtype=DTYPE)
+    model = GradientEnhancedGP(x, y, g)
+    model.eval()
+    xt = torch.rand(3, 2, dtype=DTYPE) * 2 - 1
+    with torch.no_grad():
+        post = model.posterior(xt)
+        joint = model.gp(xt)
+        grad_mean, _ = model.predict_gradient(x)
+    assert post.mean.shape == (3, 1)
+    assert torch.allclose(post.mean.squeeze(-1), joint.mean[:, 0] * model._y_std + model._y_mean)
+    assert torch.allclose(post.variance.squeeze(-1), joint.variance[:, 0] * model._y_std**2)
+    assert grad_mean.shape == (6, 2)
+    with pytest.raises(ValueError, match="train_grad"):
+        GradientEnhancedGP(x, y, g[:, :1])
+
+
+@pytest.mark.slow
+def test_gradient_enhanced_gp_in_an_acquisition_function():
+    from botorch.acquisition import LogExpectedImprovement
+    from botorch.optim import optimize_acqf
+
+    from gp_ntk.gradient_bo import GradientEnhancedGP
+
+    torch.manual_seed(2)
+    x = torch.rand(8, 2, dtype=DTYPE) * 2 - 1
+    y = -((x - 0.3) ** 2).sum(-1, keepdim=True)
+    g = -2 * (x - 0.3)
+    model = GradientEnhancedGP(x, y, g).fit(max_iter=20)
+    with torch.no_grad():
+        grad_mean, _ = model.predict_gradient(x)
+    assert torch.allclose(grad_mean, g, atol=0.05)
+    acq = LogExpectedImprovement(model, best_f=y.max())
+    bounds = torch.tensor([[-1.0, -1.0], [1.0, 1.0]], dtype=DTYPE)
+    candidate, value = optimize_acqf(acq, bounds, q=1, num_restarts=2, raw_samples=32)
+    assert candidate.shape == (1, 2) and torch.isfinite(value)
+    # batched posterior, as acquisition functions call it
+    assert model.posterior(torch.rand(5, 3, 2, dtype=DTYPE)).mean.shape == (5, 3, 1)
+
+
+@pytest.mark.slow
+def test_example_quick(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("matplotlib")
+    path = Path(__file__).resolve().parent.parent / "examples" / "gradient_gp.py"
+    spec = importlib.util.spec_from_file_location("gp_ntk_example_gradient_gp", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = sys.argv
+    sys.argv = ["gradient_gp.py", "--quick", "--skip-bo", "--output-dir", str(tmp_path)]
+    try:
+        module.main()
+    finally:
+        sys.argv = argv
+    assert (tmp_path / "gradient_gp_fits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
