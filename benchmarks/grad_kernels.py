@@ -61,6 +61,19 @@ def _time(fn, repeats: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), out
 
 
+_VALUE_KERNELS = {
+    gp_ntk.NNGPKernelGrad: gp_ntk.NNGPKernel,
+    gp_ntk.NTKKernelGrad: gp_ntk.NTKKernel,
+    gp_ntk.ArcCosineKernelGrad: gp_ntk.ArcCosineKernel,
+}
+
+
+def _value_arguments(k) -> dict:
+    if isinstance(k, gp_ntk.ArcCosineKernelGrad):
+        return dict(order=k.order, num_layers=k.num_layers, bias_variance=0.0)
+    return dict(depth=k.depth, activation=k.activation, bias_variance=0.0)
+
+
 def accuracy_tables() -> None:
     """Agreement with autograd (distinct pairs, n = 6, d = 3) and the homogeneity identities."""
     dtype = torch.float64
@@ -103,7 +116,10 @@ def accuracy_tables() -> None:
                 row.append(f"{float((K - ref).abs().max() / ref.abs().max()):9.1e}")
         print(f"{str(activation):18s} " + " ".join(row))
     print("\nhomogeneity identities, bias-free (relative to max |k|): R = r**L")
-    print(f"{'kernel':34s} {'R':>3s} {'x.grad_x k - Rk':>16s} {'sum x y H_xy - R^2 k':>21s}")
+    print(
+        f"{'kernel':34s} {'R':>3s} {'x.grad_x k - Rk':>16s} {'sum x y H_xy - R^2 k':>21s} "
+        f"{'x H_xx x - R(R-1)k':>19s}"
+    )
     cases = [
         ("NNGP relu L=1", gp_ntk.NNGPKernelGrad(depth=1, activation="relu", bias_variance=0.0), 1),
         ("NNGP relu L=5", gp_ntk.NNGPKernelGrad(depth=5, activation="relu", bias_variance=0.0), 1),
@@ -140,8 +156,17 @@ def accuracy_tables() -> None:
         euler = torch.einsum("ni,nim->nm", x1, K[:, 1:, :, 0]) - degree * value
         mixed = torch.einsum("ni,mj,nimj->nm", x1, x2, K[:, 1:, :, 1:]) - degree**2 * value
         scale = value.abs().max()
+        # the Hessian in x alone is not part of the layout: autograd of the value kernel, per point
+        value_kernel = _VALUE_KERNELS[type(k)](**_value_arguments(k)).to(dtype)
+        second = 0.0
+        for i in range(x1.shape[0]):
+            h = torch.autograd.functional.hessian(
+                lambda z: value_kernel(z.unsqueeze(0), x2[:1], diag=True).sum(), x1[i]
+            )
+            second = max(second, abs(float(x1[i] @ h @ x1[i] - degree * (degree - 1) * value[i, 0])))
         print(
-            f"{name:34s} {degree:3d} {float(euler.abs().max() / scale):16.1e} {float(mixed.abs().max() / scale):21.1e}"
+            f"{name:34s} {degree:3d} {float(euler.abs().max() / scale):16.1e} "
+            f"{float(mixed.abs().max() / scale):21.1e} {second / float(scale):19.1e}"
         )
 
 
