@@ -17,7 +17,7 @@ What it shows
 
 Usage::
 
-    python examples/gradient_gp.py [--points 12] [--seeds 3] [--iterations 12]
+    python examples/gradient_gp.py [--points 12] [--seeds 3] [--iterations 10]
     python examples/gradient_gp.py --quick      # smaller, one seed: about a minute
 """
 
@@ -282,7 +282,7 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--initial", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--max-iter", type=int, default=50, help="L-BFGS iterations per fit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-bo", action="store_true")

@@ -355,3 +355,14 @@ def test_example_quick(tmp_path):
     finally:
         sys.argv = argv
     assert (tmp_path / "gradient_gp_fits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", gp_ntk.ArcCos(2)], ids=str)
+def test_diag_of_distinct_pairs_matches_the_full_matrix(activation):
+    x1, x2 = _inputs(4, 4, 3, seed=6)
+    k = gp_ntk.NNGPKernelGrad(depth=2, activation=activation, bias_variance=0.2).to(DTYPE)
+    with torch.no_grad():
+        full = k(x1, x2).to_dense()
+        diag = k(x1, x2, diag=True)
+    assert diag.shape == (16,)
+    assert torch.allclose(diag, full.diagonal(), rtol=1e-12, atol=1e-14)
