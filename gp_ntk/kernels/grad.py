@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from ..activations import GELU, ABReLU, Activation, ArcCos, Cos, Erf, Identity, Sin
-from ..functional import arccos_j
+from ..functional import arccos_j, arccos_j_pair
 from .arc_cosine import ArcCosineKernel
 from .base import VarianceKernel, check_inputs
 from .erf import ErfKernel
@@ -103,21 +103,36 @@ def _angular_derivative(order: int, k: int, rho: Tensor) -> Tensor:
     return coefficient * arccos_j(rho, m)
 
 
-def _rectified_form(activation: Activation) -> tuple[int, Callable[[int, Tensor], Tensor]] | None:
-    """``(n, j)`` with ``q = s**n j(rho)`` and ``j(k, rho)`` its k-th derivative, for rectified activations."""
+def _angular_derivatives(order: int, count: int, rho: Tensor) -> list[Tensor]:
+    """:math:`J_n^{(k)}(\rho)` for ``k < count``; the first two share one ``arccos``."""
+    if order >= 1 and count >= 2:
+        high, low = arccos_j_pair(rho, order)
+        return [high, (order * order) * low] + [_angular_derivative(order, k, rho) for k in range(2, count)]
+    return [_angular_derivative(order, k, rho) for k in range(count)]
+
+
+def _rectified_form(activation: Activation) -> tuple[int, Callable[[int, Tensor], list[Tensor]]] | None:
+    """``(n, j)`` with ``q = s**n j(rho)`` and ``j(count, rho)`` its first ``count`` derivatives."""
     if isinstance(activation, ABReLU):
         square, cross = activation.a**2 + activation.b**2, 2.0 * activation.a * activation.b
 
-        def j(k: int, rho: Tensor) -> Tensor:
-            out = square * _angular_derivative(1, k, rho)
-            if cross:
-                out = out - cross * (-1.0) ** k * _angular_derivative(1, k, -rho)
-            return out / _TWO_PI
+        def j(count: int, rho: Tensor) -> list[Tensor]:
+            # J_1 and its derivatives at -rho from those at rho: J_1(-rho) = J_1(rho) - pi rho,
+            # J_0(-rho) = pi - J_0(rho), and J_0' is even
+            if count > 3:
+                raise ValueError("the ABReLU family has no third derivative of its dual here")
+            at = _angular_derivatives(1, count, rho)
+            if not cross:
+                return [square / _TWO_PI * t for t in at]
+            mirrored = [at[0] - math.pi * rho, math.pi - at[1], at[2] if count > 2 else None][:count]
+            return [
+                (square * t - cross * (-1.0) ** k * m) / _TWO_PI for k, (t, m) in enumerate(zip(at, mirrored))
+            ]
 
         return 1, j
     if isinstance(activation, ArcCos):
         order = activation.order
-        return order, lambda k, rho: _angular_derivative(order, k, rho) / _TWO_PI
+        return order, lambda count, rho: [t / _TWO_PI for t in _angular_derivatives(order, count, rho)]
     return None
 
 
@@ -147,7 +162,7 @@ def _rectified_partials(form, var1: Tensor, cov: Tensor, var2: Tensor, compute_n
     rho = torch.clamp(cov / s, -1.0, 1.0)
     snap = 1.0 - _SNAP_ULPS * torch.finfo(rho.dtype).eps
     rho = torch.where(rho.abs() >= snap, torch.sign(rho), rho)
-    derivatives = [j(k, rho) for k in range(4 if compute_ntk else 3)]
+    derivatives = j(4 if compute_ntk else 3, rho)
     q = _homogeneous_partials(degree, *derivatives[:3], rho, s, var1, var2)
     if not compute_ntk:
         return q, None
