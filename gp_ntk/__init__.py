@@ -41,7 +41,16 @@ from .activations import (
 from .approximations import RandomFeatureKernel
 from .empirical import EmpiricalNTKKernel, empirical_ntk, linearize
 from .fitting import FitError, FitResult, fit
-from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
+from .kernels import (
+    ArcCosineKernel,
+    ArcCosineKernelGrad,
+    ErfKernel,
+    ErfKernelGrad,
+    NNGPKernel,
+    NNGPKernelGrad,
+    NTKKernel,
+    NTKKernelGrad,
+)
 from .lazy import BlockedKernelLinearOperator
 from .models import ExactGPModel, VariationalGPModel
 from .selection import compare_kernels
@@ -97,3 +106,4 @@ __all__ = [
     "settings",
     "spectral",
 ]
+__all__ += ["ArcCosineKernelGrad", "ErfKernelGrad", "NNGPKernelGrad", "NTKKernelGrad"]

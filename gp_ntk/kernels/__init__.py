@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from .arc_cosine import ArcCosineKernel
 from .erf import ErfKernel
+from .grad import ArcCosineKernelGrad, ErfKernelGrad, NNGPKernelGrad, NTKKernelGrad
 from .nngp import DeepNetworkKernel, NNGPKernel
 from .ntk import NTKKernel
 
 __all__ = ["ArcCosineKernel", "DeepNetworkKernel", "ErfKernel", "NNGPKernel", "NTKKernel"]
+__all__ += ["ArcCosineKernelGrad", "ErfKernelGrad", "NNGPKernelGrad", "NTKKernelGrad"]
