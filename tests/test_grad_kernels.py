@@ -366,3 +366,38 @@ def test_diag_of_distinct_pairs_matches_the_full_matrix(activation):
         diag = k(x1, x2, diag=True)
     assert diag.shape == (16,)
     assert torch.allclose(diag, full.diagonal(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [
+        gp_ntk.Erf(a=2.0, b=0.5, c=0.1),
+        gp_ntk.Sin(a=1.0, b=2.0, c=0.3),
+        gp_ntk.Cos(a=0.7, b=1.5, c=-0.2),
+        gp_ntk.Rbf(gamma=0.8),
+        gp_ntk.Exp(a=1.0, b=0.3),
+        gp_ntk.Gaussian(a=1.0, b=-0.5),
+        gp_ntk.Monomial(degree=2),
+        gp_ntk.Polynomial(coef=(0.1, 1.0, 0.5)),
+    ],
+    ids=repr,
+)
+def test_parameterised_smooth_activations_match_autograd(activation):
+    # the closed forms here assume erf(x), sin(x), cos(x); other parameters (and the other
+    # smooth activations) go through the activation's own duals
+    x1, x2 = _inputs(seed=2)
+    for grad_cls, value_cls in (
+        (gp_ntk.NNGPKernelGrad, gp_ntk.NNGPKernel),
+        (gp_ntk.NTKKernelGrad, gp_ntk.NTKKernel),
+    ):
+        k, kv = _pair(
+            grad_cls, value_cls, depth=2, activation=activation, weight_variance=1.1, bias_variance=0.1
+        )
+        with torch.no_grad():
+            K = k(x1, x2).to_dense()
+        assert _relative_error(K, gradient_kernel_by_autograd(kv, x1, x2)) < 1e-8, value_cls.__name__
+
+
+def test_sign_is_refused():
+    with pytest.raises(ValueError, match="Sign"):
+        gp_ntk.NNGPKernelGrad(depth=2, activation=gp_ntk.Sign())

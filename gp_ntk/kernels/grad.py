@@ -53,7 +53,21 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..activations import GELU, ABReLU, Activation, ArcCos, Cos, Erf, Identity, Sin
+from ..activations import (
+    GELU,
+    ABReLU,
+    Activation,
+    ArcCos,
+    Cos,
+    Erf,
+    Exp,
+    Gaussian,
+    Identity,
+    Monomial,
+    Polynomial,
+    Rbf,
+    Sin,
+)
 from ..functional import arccos_j, arccos_j_pair
 from .arc_cosine import ArcCosineKernel
 from .base import VarianceKernel, check_inputs
@@ -282,10 +296,28 @@ _CLOSED_FORM_PARTIALS: dict[type, Callable] = {
 }
 
 
+# activations that are smooth (infinitely differentiable) for every value of their arguments
+_SMOOTH_ACTIVATIONS = (Erf, Sin, Cos, Rbf, GELU, Identity, Exp, Gaussian, Monomial, Polynomial)
+
+
+def _is_default(activation: Activation, cls: type) -> bool:
+    """``activation`` is ``cls`` itself with its default arguments, as the closed forms here assume."""
+    if type(activation) is not cls:
+        return False
+    try:
+        return activation == cls()
+    except (TypeError, ValueError):
+        return False
+
+
 def _smooth_duals(activation: Activation) -> Callable[[Tensor, Tensor, Tensor], Tensor] | None:
     for cls, duals in _SMOOTH_DUALS.items():
-        if isinstance(activation, cls):
+        if _is_default(activation, cls):
             return duals
+    if isinstance(activation, _SMOOTH_ACTIVATIONS):
+        # any other smooth activation (parameterised Erf(a, b, c), Sin, Exp, ...): the partials
+        # come from its own closed-form duals, differentiated as an elementwise layer map
+        return lambda var1, cov, var2: torch.stack(activation.duals(var1, cov, var2))
     return None
 
 
@@ -331,7 +363,7 @@ def _layer_partials(activation: Activation, var1: Tensor, cov: Tensor, var2: Ten
     if form is not None:
         return _rectified_partials(form, var1, cov, var2, compute_ntk)
     for cls, partials in _CLOSED_FORM_PARTIALS.items():
-        if isinstance(activation, cls):
+        if _is_default(activation, cls):
             return partials(var1, cov, var2, compute_ntk)
     return _smooth_partials(_smooth_duals(activation), var1, cov, var2, compute_ntk)
 
