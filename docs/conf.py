@@ -43,4 +43,37 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Tensor|Module|Kernel|Prior|Interval|Positive|LinearOperator|Model|Posterior)"),
     (r"py:.*", r"(optional|callable|Callable|Sequence|Mapping|Iterable|Any|Literal)"),
     (r"py:class", r"(int|float|str|bool|dict|list|tuple|type|object|None|Exception)"),
+    # private bases shown by show-inheritance
+    (r"py:class", r"gp_ntk\..*\._\w+"),
+    (r"py:class", r"nn\.Module"),
 ]
+
+
+def _resolve_top_level_alias(app, env, node, contnode):
+    """Resolve ``gp_ntk.NTKKernel``-style references to where the object is documented.
+
+    The docstrings name public objects by their top-level import (``gp_ntk.X``), as users write
+    them; autodoc documents each in its defining module (``gp_ntk.kernels.ntk.NTKKernel``).
+    """
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("gp_ntk."):
+        return None
+    import importlib
+
+    module_name, _, attribute = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError):
+        return None
+    home = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not home or not qualname or f"{home}.{qualname}" == target:
+        return None
+    domain = env.get_domain("py")
+    return domain.resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], f"{home}.{qualname}", node, contnode
+    )
+
+
+def setup(app):
+    app.connect("missing-reference", _resolve_top_level_alias)

@@ -18,7 +18,7 @@ through the first layer gives, with :math:`u = Wx` and :math:`v = Wy`,
 
 so per pair only seven scalar sensitivities :math:`F_a, F_c, F_b, F_{ab}, F_{ac}, F_{bc}, F_{cc}`
 are needed (:math:`F_{aa}` and :math:`F_{bb}` never appear). They are propagated layer by
-layer (:func:`_compose`) from the partial derivatives of the layer map; :math:`A` depends on
+layer (``_compose``) from the partial derivatives of the layer map; :math:`A` depends on
 :math:`a` alone, so its slope :math:`\mathrm dA'/\mathrm dA = \sigma_w^2 V'(A)`,
 :math:`V(s) = q(s, s, s)`, is all it contributes. The NTK,
 :math:`\Theta' = C' + \sigma_w^2\,\dot q\,\Theta`, also needs the partials of
@@ -33,7 +33,7 @@ The layer partials come in closed form for the rectified activations (``ABReLU``
     q_{AC} = \frac{s^{n-1}((n-1)j' - \rho j'')}{2A},\quad
     q_{AB} = \frac{s^{n-2}}{4}\big(n^2 j - (2n-1)\rho j' + \rho^2 j''\big),
 
-closed forms for erf, sin, cos and identity (:func:`_erf_partials`, ...), and for GELU by
+closed forms for erf, sin, cos and identity (``_erf_partials``, ...), and for GELU by
 autograd of its closed-form duals as an elementwise map of (A, C, B): only the layer map is differentiated, never the kernel.
 
 Smoothness. A GP with derivative observations needs :math:`\partial_x\partial_y k` to be
