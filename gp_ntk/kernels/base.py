@@ -108,6 +108,12 @@ def _features_as_batch(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
     return x1, (x1 if same else x2.transpose(-1, -2).unsqueeze(-1))
 
 
+def _first_layer_variance(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """:math:`\Sigma^{(1)}(x, x)` per point, ``(..., n)``, from the first layer's ``(weight, bias)``."""
+    var = (x * x * weight).sum(-1)
+    return var if bias is None else var + bias.squeeze(-1)
+
+
 def _all_finite(values: Tensor) -> bool:
     # A NaN or inf anywhere makes the sum non-finite: one cheap reduction instead of an
     # elementwise test (which costs as much as a layer). Only a sum that overflows from
@@ -399,9 +405,7 @@ class VarianceKernel(Kernel):
     def _side(self, x: Tensor, variances: dict[str, Tensor]) -> Side:
         """``x`` with the statistics of every layer (:func:`~gp_ntk.functional.point_statistics`)."""
         weight, bias = self._first_layer(x, variances)
-        var = (x * x * weight).sum(-1)
-        if bias is not None:
-            var = var + bias.squeeze(-1)
+        var = _first_layer_variance(x, weight, bias)
         weights, biases = self._recursion_layers(var, True, variances)
         stats = point_statistics(var, self.activation, weights, biases)
         return Side(x, stats, zero_variances(stats))
@@ -448,7 +452,12 @@ class VarianceKernel(Kernel):
     ) -> tuple[Tensor, Tensor | None]:
         """``(nngp, ntk)`` of the pairs ``(x1[i], x2[i])`` in O(n)."""
         weight, bias = self._first_layer(x1, variances)
-        var1, cov, var2 = linear_covariances(x1, x2, weight, bias, diag=True)
+        if x1 is x2:
+            # the very variances of the full matrix's statistics (_side), so that its diagonal
+            # and this one are one computation
+            var1 = cov = var2 = _first_layer_variance(x1, weight, bias)
+        else:
+            var1, cov, var2 = linear_covariances(x1, x2, weight, bias, diag=True)
         weights, biases = self._recursion_layers(cov, True, variances)
         standard = self._standard_ntk(x1, x2, True, x1 is x2) if compute_ntk else None
         return layer_recursion(
