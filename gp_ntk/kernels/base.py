@@ -112,7 +112,7 @@ def _features_as_batch(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _first_layer_variance(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """:math:`\Sigma^{(1)}(x, x)` per point, ``(..., n)``, from the first layer's ``(weight, bias)``."""
+    r""":math:`\Sigma^{(1)}(x, x)` per point, ``(..., n)``, from the first layer's ``(weight, bias)``."""
     var = (x * x * weight).sum(-1)
     return var if bias is None else var + bias.squeeze(-1)
 
@@ -698,11 +698,13 @@ class VarianceKernel(Kernel):
         depth = getattr(self, "depth", getattr(self, "num_layers", 1))
         dtype = x1.dtype
         degree = getattr(self.activation, "homogeneity_degree", None)
+        rescaled = False
         with torch.no_grad():
             for x in (x1, x2):
                 if not bool(torch.isfinite(x).all()):
                     return ("returned non-finite values", "the inputs contain NaN or infinite values")
                 side = self._side(x, variances, check=False)
+                rescaled = rescaled or side.exponents is not None
                 weights, biases = self._recursion_layers(side.stats[..., 0], True, variances)
                 var = self._output_variances(side.stats, weights, biases)
                 bad = ~torch.isfinite(var)
@@ -742,6 +744,14 @@ class VarianceKernel(Kernel):
                     f"the variance overflowed through depth at {where}: the layer variances grow like "
                     f"weight_variance**depth (weight_variance={self._weight_summary()}, depth={depth}). "
                     "Use float64, a smaller weight_variance or a smaller depth"
+                )
+            if rescaled:
+                largest = max(float(x1.abs().max()), float(x2.abs().max()))
+                return (
+                    "overflowed",
+                    f"the kernel's values exceed the largest {dtype} number: this bias-free kernel scales "
+                    f"like (|x| |y|)**{self._homogeneity_power(len(weights))} and the inputs are as large as "
+                    f"{largest:.3g}. Rescale the inputs (e.g. standardise them) or use float64",
                 )
             if self._returns_ntk:
                 with settings.check_finite(False):
