@@ -461,7 +461,12 @@ class VarianceKernel(Kernel):
         return _times_power_of_two(x, -exponents.unsqueeze(-1)), exponents
 
     def _rescale_output(
-        self, values: Tensor, exponents1: Tensor | None, exponents2: Tensor | None, num_layers: int, diag: bool
+        self,
+        values: Tensor,
+        exponents1: Tensor | None,
+        exponents2: Tensor | None,
+        num_layers: int,
+        diag: bool,
     ) -> Tensor:
         """Undo :meth:`_rescaled` on a kernel value: multiply by :math:`2^{(e_1 + e_2) r^L}`."""
         if exponents1 is None and exponents2 is None:
@@ -472,7 +477,11 @@ class VarianceKernel(Kernel):
         if not diag:
             exponents1 = None if exponents1 is None else exponents1.unsqueeze(-1)
             exponents2 = None if exponents2 is None else exponents2.unsqueeze(-2)
-        total = exponents1 if exponents2 is None else (exponents2 if exponents1 is None else exponents1 + exponents2)
+        total = (
+            exponents1
+            if exponents2 is None
+            else (exponents2 if exponents1 is None else exponents1 + exponents2)
+        )
         # beyond 2**20 any non-zero exponent saturates (see _times_power_of_two)
         return _times_power_of_two(values, total * min(power, 2**20))
 
@@ -717,7 +726,7 @@ class VarianceKernel(Kernel):
                         "overflowed",
                         f"the first layer's covariances overflow: inputs as large as {largest:.3g} give "
                         f"x^T x beyond the largest {dtype} number ({torch.finfo(dtype).max:.3g}). Rescale "
-                        "the inputs (e.g. standardise them) or use float64"
+                        "the inputs (e.g. standardise them) or use float64",
                     )
                 before = var[..., layer - 1][bad[..., layer]]
                 nan = bool(torch.isnan(var[..., layer][bad[..., layer]]).any())
@@ -730,20 +739,20 @@ class VarianceKernel(Kernel):
                         "returned non-finite values",
                         f"the activation {self.activation!r} returned non-finite values: its variance "
                         f"E[phi(u)^2] at {where} is NaN for finite input variances (e.g. "
-                        f"{float(before[0]):.3g}). Use an activation that is finite on the whole real line"
+                        f"{float(before[0]):.3g}). Use an activation that is finite on the whole real line",
                     )
                 if degree is not None and degree > 1:
                     return (
                         "overflowed",
                         f"the variance overflowed at {where}: {self.activation!r} raises the variance to "
                         f"the power {degree:g} in every layer (largest input variance "
-                        f"{float(var[..., 0].max()):.3g}). Use smaller inputs, float64 or a lower order/depth"
+                        f"{float(var[..., 0].max()):.3g}). Use smaller inputs, float64 or a lower order/depth",
                     )
                 return (
                     "overflowed",
                     f"the variance overflowed through depth at {where}: the layer variances grow like "
                     f"weight_variance**depth (weight_variance={self._weight_summary()}, depth={depth}). "
-                    "Use float64, a smaller weight_variance or a smaller depth"
+                    "Use float64, a smaller weight_variance or a smaller depth",
                 )
             if rescaled:
                 largest = max(float(x1.abs().max()), float(x2.abs().max()))
@@ -762,13 +771,13 @@ class VarianceKernel(Kernel):
                         "the NTK overflowed through depth although the NNGP variances are finite: it "
                         "grows like (weight_variance * E[phi'(u)^2])**depth "
                         f"(weight_variance={self._weight_summary()}, depth={depth}). Use float64, a "
-                        "smaller weight_variance or a smaller depth"
+                        "smaller weight_variance or a smaller depth",
                     )
         return (
             "returned non-finite values",
             f"every layer's variance is finite, so the activation {self.activation!r} returned non-finite "
             "values for some pair of inputs (its dual E[phi(u)phi(v)] or E[phi'(u)phi'(v)]). Check that "
-            "the activation is finite on the whole real line"
+            "the activation is finite on the whole real line",
         )
 
     def __call__(self, x1: Tensor, x2: Tensor | None = None, diag: bool = False, **params):
