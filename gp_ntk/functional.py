@@ -619,6 +619,16 @@ def _identical_pairs(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
         return (var1 == var2) & ((c >= 1.0) | (var1 == 0))
 
 
+def _shared_variances(var1: Tensor, var2: Tensor, symmetric: bool) -> bool:
+    """Whether a variance of one side occurs on the other (within the side when symmetric),
+    a necessary condition for a duplicated point; O(n log n). Batches are pooled, which can
+    only add candidates."""
+    with torch.no_grad():
+        if symmetric:
+            return var1.numel() > torch.unique(var1).numel()
+        return bool(torch.isin(var1, var2).any())
+
+
 class _IdenticalPoints:
     """The entries of a block that pair a point with itself, and how to overwrite them.
 
@@ -638,6 +648,10 @@ class _IdenticalPoints:
     ) -> None:
         self.symmetric = symmetric
         compiling = torch.compiler.is_compiling()
+        if not compiling and not _shared_variances(stats1[..., 0], stats2[..., 0], symmetric):
+            # no two points share a first-layer variance: no duplicates, and no n x m search
+            self.mask = None
+            return
         mask = _identical_pairs(stats1[..., 0].unsqueeze(-1), cov, stats2[..., 0].unsqueeze(-2))
         if symmetric:
             eye = torch.eye(cov.shape[-1], dtype=torch.bool, device=cov.device)

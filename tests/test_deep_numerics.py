@@ -121,6 +121,26 @@ def test_identical_points_in_blocked_and_lazy_evaluation(symmetric):
     )
 
 
+@pytest.mark.slow
+def test_identical_points_in_compiled_evaluation():
+    x = _points(30, torch.float32)
+    x[7] = x[2]
+    y = torch.cat([x[:5], _points(6, torch.float32, seed=1)])
+    kernel = gp_ntk.NNGPKernel(20, "erf", 4.0, 0.1)
+    with torch.no_grad():
+        with ONE_PIECE:
+            eager = [kernel(x).to_dense(), kernel(x, y).to_dense()]
+        with _blocked(200), gp_ntk.settings.compile_kernels("always"):
+            compiled = [kernel(x).to_dense(), kernel(x, y).to_dense()]
+        diagonal = kernel(x, diag=True)
+    for got, expected in zip(compiled, eager):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=0.0)
+    torch.testing.assert_close(compiled[0].diagonal(), diagonal, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(compiled[0][2, 7], diagonal[2], rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(compiled[1][2, 2], diagonal[2], rtol=1e-6, atol=0.0)
+    assert torch.equal(compiled[0], compiled[0].mT)
+
+
 def test_elementwise_diagonal_of_equal_copies_is_the_variance():
     x = _points(8, torch.float32)
     kernel = gp_ntk.NNGPKernel(30, "erf", 4.0, 0.1)
