@@ -56,10 +56,14 @@ class Side(NamedTuple):
     #: ``(..., n)`` integer powers of two that ``points`` were divided by (rescaled inputs of a
     #: homogeneous kernel), or ``None``
     exponents: Tensor | None = None
+    #: where no two points of the side share a first-layer variance, an object shared by the
+    #: side and its row slices: two sides of one ``group`` cannot hold one point twice
+    group: object | None = None
 
     def rows(self, start: int, stop: int) -> Side:
         exponents = None if self.exponents is None else self.exponents[..., start:stop]
-        return Side(self.points[..., start:stop, :], self.stats[..., start:stop, :], self.zeros, exponents)
+        points, stats = self.points[..., start:stop, :], self.stats[..., start:stop, :]
+        return Side(points, stats, self.zeros, exponents, self.group)
 
     @property
     def num_points(self) -> int:

@@ -537,6 +537,7 @@ def block_recursion(
     symmetric: bool = False,
     zeros: tuple[tuple[bool, ...], tuple[bool, ...]] | None = None,
     standard_ntk: tuple[Tensor, Sequence[float]] | None = None,
+    distinct: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     r"""The recursion of :func:`layer_recursion` on an n x m block, from per-point statistics.
 
@@ -548,6 +549,8 @@ def block_recursion(
         zeros: per side and layer, whether any variance is 0 (:func:`zero_variances`); ``None``
             tests here. Passing them keeps a loop over blocks free of device synchronisation.
         weight_variances, bias_variances: shaped to broadcast against ``(..., n, m)``.
+        distinct: known that no point of one side has the first-layer variance of a point of
+            the other (so that no pair can be one point twice, see :func:`needs_identical_points`).
 
     Only n x m work happens here: the variances of every layer come from the statistics.
     """
@@ -555,8 +558,8 @@ def block_recursion(
         zeros = (zero_variances(stats1), zero_variances(stats2))
     identical = None
     if needs_identical_points(activation):
-        identical = _IdenticalPoints(cov, stats1, stats2, zeros, symmetric)
-        if compute_ntk or identical.mask is not None:
+        identical = _IdenticalPoints(cov, stats1, stats2, symmetric, distinct)
+        if identical.active and (compute_ntk or identical.mask is not None):
             # (the NTK starts from these first-layer covariances; the caller's tensor is kept)
             cov = identical.substitute(cov, stats1[..., 0], stats2[..., 0], inplace=False)
     ntk = None
@@ -578,12 +581,18 @@ def block_recursion(
             if symmetric:
                 c = _unit_diagonal(c)
             q, q_dot = correlation_duals(c, std1, std2, derivative=compute_ntk)
-        if identical is not None:
+        if identical is not None and identical.active:
             point1, point2 = var1.squeeze(-1), var2.squeeze(-2)
-            q = identical.substitute(q, activation.variance(point1), activation.variance(point2))
+            # (a symmetric block without duplicates needs only its diagonal: one side's values)
+            pairs = identical.mask is not None
+            q = identical.substitute(
+                q, activation.variance(point1), activation.variance(point2) if pairs else None
+            )
             if compute_ntk:
                 q_dot = identical.substitute(
-                    q_dot, activation.derivative_variance(point1), activation.derivative_variance(point2)
+                    q_dot,
+                    activation.derivative_variance(point1),
+                    activation.derivative_variance(point2) if pairs else None,
                 )
         cov_next = _affine(q, w, b)
         if compute_ntk:
@@ -643,12 +652,12 @@ class _IdenticalPoints:
         cov: Tensor,
         stats1: Tensor,
         stats2: Tensor,
-        zeros: tuple[tuple[bool, ...], tuple[bool, ...]],
         symmetric: bool,
+        distinct: bool = False,
     ) -> None:
         self.symmetric = symmetric
         compiling = torch.compiler.is_compiling()
-        if not compiling and not _shared_variances(stats1[..., 0], stats2[..., 0], symmetric):
+        if not compiling and (distinct or not _shared_variances(stats1[..., 0], stats2[..., 0], symmetric)):
             # no two points share a first-layer variance: no duplicates, and no n x m search
             self.mask = None
             return
@@ -661,7 +670,14 @@ class _IdenticalPoints:
         if self.mask is not None and symmetric:
             self.mask = self.mask | eye
 
-    def substitute(self, values: Tensor, point1: Tensor, point2: Tensor, inplace: bool = True) -> Tensor:
+    @property
+    def active(self) -> bool:
+        """Whether any entry is to be overwritten."""
+        return self.mask is not None or self.symmetric
+
+    def substitute(
+        self, values: Tensor, point1: Tensor, point2: Tensor | None, inplace: bool = True
+    ) -> Tensor:
         """``values`` (``(..., n, m)``) with the identical pairs' entries from the per-point
         ``point1`` (``(..., n)``) and ``point2`` (``(..., m)``); ``inplace``: ``values`` is a
         temporary that may be overwritten where autograd allows."""

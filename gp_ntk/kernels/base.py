@@ -20,6 +20,7 @@ from ..functional import (
     block_recursion,
     layer_recursion,
     linear_covariances,
+    needs_identical_points,
     point_statistics,
     zero_variances,
 )
@@ -62,6 +63,11 @@ def _run_block(
             # Every structure (kernel type, depth, activation), output set, dtype, grad mode and
             # symmetric/cross block is one graph of this one function: more than dynamo's
             # default of 8 graphs per function in any program that uses a few kernels.
+            # (a compiled block searches for identical points unconditionally: a side's group
+            # object would only make dynamo guard on it)
+            symmetric = side2 is side1
+            side1 = side1._replace(group=None)
+            side2 = side1 if symmetric else side2._replace(group=None)
             with torch._dynamo.config.patch(recompile_limit=_MAX_COMPILED_GRAPHS):
                 return _compiled_block_outputs()(kernel, side1, side2, outputs, **variances)
         except Exception as error:  # no compiler, unsupported op: eager from now on
@@ -498,7 +504,12 @@ class VarianceKernel(Kernel):
         stats = point_statistics(var, self.activation, weights, biases)
         if check and settings.check_finite.on() and not torch.compiler.is_compiling():
             self._check_underflow(points, stats, weights, biases)
-        return Side(points, stats, zero_variances(stats), exponents)
+        group = None
+        if needs_identical_points(self.activation) and not torch.compiler.is_compiling():
+            with torch.no_grad():
+                if var.numel() == torch.unique(var).numel():
+                    group = object()
+        return Side(points, stats, zero_variances(stats), exponents, group)
 
     def _output_variances(self, stats: Tensor, weights: list, biases: list) -> Tensor:
         """``(..., n, L + 1)``: every layer's variance (``stats``' columns) and the output's."""
@@ -572,6 +583,7 @@ class VarianceKernel(Kernel):
             symmetric,
             (side1.zeros, side2.zeros),
             standard,
+            side1.group is not None and side1.group is side2.group,
         )
         if side1.exponents is not None or side2.exponents is not None:
             e1, e2, num_layers = side1.exponents, side2.exponents, len(weights)
