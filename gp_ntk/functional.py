@@ -461,7 +461,9 @@ def layer_recursion(
     # pairs of identical points among different ones take the variance map (see block_recursion)
     identical = None if same or not needs_identical_points(activation) else _identical_pairs(var1, cov, var2)
     if identical is not None:
-        cov = torch.where(identical, var1, cov)
+        # (means of the two sides' equal values: each side gets half the variance map's
+        # gradient, the partial derivative of k(x, y) at x = y)
+        cov = torch.where(identical, 0.5 * (var1 + var2), cov)
     ntk = None
     if compute_ntk:
         ntk = cov if standard_ntk is None else standard_ntk[0]
@@ -471,13 +473,14 @@ def layer_recursion(
             q_dot = activation.derivative_variance(cov) if compute_ntk else None
         else:
             q, q_dot = activation.duals(var1, cov, var2, derivative=compute_ntk)
-            point_q = activation.variance(var1)
+            point_q1, point_q2 = activation.variance(var1), activation.variance(var2)
             if identical is not None:
-                q = torch.where(identical, point_q, q)
+                q = torch.where(identical, 0.5 * (point_q1 + point_q2), q)
                 if compute_ntk:
-                    q_dot = torch.where(identical, activation.derivative_variance(var1), q_dot)
-            var1 = _affine(point_q, w, b)
-            var2 = _affine(activation.variance(var2), w, b)
+                    point_dot = activation.derivative_variance(var1) + activation.derivative_variance(var2)
+                    q_dot = torch.where(identical, 0.5 * point_dot, q_dot)
+            var1 = _affine(point_q1, w, b)
+            var2 = _affine(point_q2, w, b)
         cov_next = _affine(q, w, b)
         if compute_ntk:
             ntk = torch.addcmul(_tangent(cov_next, q, b, layer, standard_ntk), w * q_dot, ntk)

@@ -300,3 +300,15 @@ def test_depth_overflow_still_names_weight_variance_and_depth():
         gp_ntk.NTKKernel(50, "relu", 16.0, 0.1)(x).to_dense()
     with _lazy(), pytest.raises(FloatingPointError, match="through depth"):
         gp_ntk.NNGPKernel(50, "relu", 16.0, 0.1)(x).to_dense()
+
+
+def test_gradients_of_pairs_of_equal_copies_are_shared():
+    # k(x, x') at x' = x: each argument gets the partial derivative, half the variance map's
+    x = _points(4, torch.float64)
+    kernel = gp_ntk.NNGPKernel(8, "sin", 4.0, 0.1).double()
+    left, right = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    grad_left, grad_right = torch.autograd.grad(kernel(left, right, diag=True).sum(), (left, right))
+    same = x.clone().requires_grad_(True)
+    (grad_same,) = torch.autograd.grad(kernel(same, diag=True).sum(), same)
+    torch.testing.assert_close(grad_left, grad_right, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad_left + grad_right, grad_same, rtol=1e-10, atol=1e-14)
