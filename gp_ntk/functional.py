@@ -636,6 +636,7 @@ def _shared_variances(var1: Tensor, var2: Tensor, symmetric: bool) -> bool:
     a necessary condition for a duplicated point; O(n log n). Batches are pooled, which can
     only add candidates."""
     with torch.no_grad():
+        var1, var2 = var1.reshape(-1), var2.reshape(-1)  # (batched statistics are strided views)
         if symmetric:
             return var1.numel() > torch.unique(var1).numel()
         return bool(torch.isin(var1, var2).any())

@@ -312,3 +312,17 @@ def test_gradients_of_pairs_of_equal_copies_are_shared():
     (grad_same,) = torch.autograd.grad(kernel(same, diag=True).sum(), same)
     torch.testing.assert_close(grad_left, grad_right, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(grad_left + grad_right, grad_same, rtol=1e-10, atol=1e-14)
+
+
+def test_identical_points_of_batched_inputs():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 6, 2, generator=g, dtype=torch.float64)
+    x[:, -1] = x[:, 0]
+    y = torch.cat([x[:, :2], torch.randn(3, 4, 2, generator=g, dtype=torch.float64)], dim=-2)
+    kernel = gp_ntk.NNGPKernel(20, "erf", 4.0, 0.1, batch_shape=torch.Size([3])).double()
+    with torch.no_grad():
+        diagonal = kernel(x, diag=True)
+        torch.testing.assert_close(
+            kernel(x).to_dense().diagonal(dim1=-2, dim2=-1), diagonal, rtol=1e-13, atol=0.0
+        )
+        torch.testing.assert_close(kernel(x, y).to_dense()[:, -1, 0], diagonal[:, 0], rtol=1e-13, atol=0.0)

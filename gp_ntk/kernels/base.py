@@ -507,7 +507,7 @@ class VarianceKernel(Kernel):
         group = None
         if needs_identical_points(self.activation) and not torch.compiler.is_compiling():
             with torch.no_grad():
-                if var.numel() == torch.unique(var).numel():
+                if var.numel() == torch.unique(var.reshape(-1)).numel():
                     group = object()
         return Side(points, stats, zero_variances(stats), exponents, group)
 
