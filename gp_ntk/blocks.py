@@ -53,9 +53,17 @@ class Side(NamedTuple):
     #: per layer, whether any variance of the whole side is 0 (a static fact of the side, so
     #: that blocks need no device synchronisation to choose their path)
     zeros: tuple[bool, ...]
+    #: ``(..., n)`` integer powers of two that ``points`` were divided by (rescaled inputs of a
+    #: homogeneous kernel), or ``None``
+    exponents: Tensor | None = None
+    #: where no two points of the side share a first-layer variance, an object shared by the
+    #: side and its row slices: two sides of one ``group`` cannot hold one point twice
+    group: object | None = None
 
     def rows(self, start: int, stop: int) -> Side:
-        return Side(self.points[..., start:stop, :], self.stats[..., start:stop, :], self.zeros)
+        exponents = None if self.exponents is None else self.exponents[..., start:stop]
+        points, stats = self.points[..., start:stop, :], self.stats[..., start:stop, :]
+        return Side(points, stats, self.zeros, exponents, self.group)
 
     @property
     def num_points(self) -> int:
@@ -210,8 +218,8 @@ def gradients(
         side2 = side1 if symmetric else statistics(x2)
     stats = [side1.stats] if symmetric else [side1.stats, side2.stats]
     stat_leaves = [s.detach().requires_grad_(s.requires_grad) for s in stats]
-    leaf_side1 = Side(side1.points, stat_leaves[0], side1.zeros)
-    leaf_side2 = leaf_side1 if symmetric else Side(side2.points, stat_leaves[1], side2.zeros)
+    leaf_side1 = side1._replace(stats=stat_leaves[0])
+    leaf_side2 = leaf_side1 if symmetric else side2._replace(stats=stat_leaves[1])
     wanted = [*targets, *(s for s in stat_leaves if s.requires_grad)]
     grads: list[Tensor | None] = [None] * len(wanted)
     with torch.enable_grad():

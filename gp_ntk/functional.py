@@ -31,6 +31,7 @@ __all__ = [
     "correlation",
     "linear_covariances",
     "layer_recursion",
+    "needs_identical_points",
     "point_statistics",
 ]
 
@@ -457,6 +458,12 @@ def layer_recursion(
     # elementwise: when the pairs are points with themselves every quantity is a variance and
     # the activation's O(n) closed forms apply
     same = var1 is cov and var2 is cov
+    # pairs of identical points among different ones take the variance map (see block_recursion)
+    identical = None if same or not needs_identical_points(activation) else _identical_pairs(var1, cov, var2)
+    if identical is not None:
+        # (means of the two sides' equal values: each side gets half the variance map's
+        # gradient, the partial derivative of k(x, y) at x = y)
+        cov = torch.where(identical, 0.5 * (var1 + var2), cov)
     ntk = None
     if compute_ntk:
         ntk = cov if standard_ntk is None else standard_ntk[0]
@@ -466,8 +473,14 @@ def layer_recursion(
             q_dot = activation.derivative_variance(cov) if compute_ntk else None
         else:
             q, q_dot = activation.duals(var1, cov, var2, derivative=compute_ntk)
-            var1 = _affine(activation.variance(var1), w, b)
-            var2 = _affine(activation.variance(var2), w, b)
+            point_q1, point_q2 = activation.variance(var1), activation.variance(var2)
+            if identical is not None:
+                q = torch.where(identical, 0.5 * (point_q1 + point_q2), q)
+                if compute_ntk:
+                    point_dot = activation.derivative_variance(var1) + activation.derivative_variance(var2)
+                    q_dot = torch.where(identical, 0.5 * point_dot, q_dot)
+            var1 = _affine(point_q1, w, b)
+            var2 = _affine(point_q2, w, b)
         cov_next = _affine(q, w, b)
         if compute_ntk:
             ntk = torch.addcmul(_tangent(cov_next, q, b, layer, standard_ntk), w * q_dot, ntk)
@@ -527,6 +540,7 @@ def block_recursion(
     symmetric: bool = False,
     zeros: tuple[tuple[bool, ...], tuple[bool, ...]] | None = None,
     standard_ntk: tuple[Tensor, Sequence[float]] | None = None,
+    distinct: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     r"""The recursion of :func:`layer_recursion` on an n x m block, from per-point statistics.
 
@@ -538,11 +552,19 @@ def block_recursion(
         zeros: per side and layer, whether any variance is 0 (:func:`zero_variances`); ``None``
             tests here. Passing them keeps a loop over blocks free of device synchronisation.
         weight_variances, bias_variances: shaped to broadcast against ``(..., n, m)``.
+        distinct: known that no point of one side has the first-layer variance of a point of
+            the other (so that no pair can be one point twice, see :func:`needs_identical_points`).
 
     Only n x m work happens here: the variances of every layer come from the statistics.
     """
     if zeros is None:
         zeros = (zero_variances(stats1), zero_variances(stats2))
+    identical = None
+    if needs_identical_points(activation):
+        identical = _IdenticalPoints(cov, stats1, stats2, symmetric, distinct)
+        if identical.active and (compute_ntk or identical.mask is not None):
+            # (the NTK starts from these first-layer covariances; the caller's tensor is kept)
+            cov = identical.substitute(cov, stats1[..., 0], stats2[..., 0], inplace=False)
     ntk = None
     if compute_ntk:
         ntk = cov if standard_ntk is None else standard_ntk[0]
@@ -562,11 +584,121 @@ def block_recursion(
             if symmetric:
                 c = _unit_diagonal(c)
             q, q_dot = correlation_duals(c, std1, std2, derivative=compute_ntk)
+        if identical is not None and identical.active:
+            point1, point2 = var1.squeeze(-1), var2.squeeze(-2)
+            # (a symmetric block without duplicates needs only its diagonal: one side's values)
+            pairs = identical.mask is not None
+            q = identical.substitute(
+                q, activation.variance(point1), activation.variance(point2) if pairs else None
+            )
+            if compute_ntk:
+                q_dot = identical.substitute(
+                    q_dot,
+                    activation.derivative_variance(point1),
+                    activation.derivative_variance(point2) if pairs else None,
+                )
         cov_next = _affine(q, w, b)
         if compute_ntk:
             ntk = torch.addcmul(_tangent(cov_next, q, b, layer, standard_ntk), w * q_dot, ntk)
         cov = cov_next
     return cov, ntk
+
+
+def needs_identical_points(activation: Activation) -> bool:
+    r"""Whether pairs of identical points must be evaluated by the activation's variance map.
+
+    In the chaotic regime the correlation map's slope at :math:`c = 1` exceeds 1, so an error
+    of one ulp in the correlation of a point with itself (or with a copy of itself) grows
+    exponentially with depth: the diagonal of a deep erf, sine or GELU kernel matrix would
+    drift away from its variance and the matrix would stop being positive semi-definite.
+    Positively homogeneous activations of degree 1 (the ReLU family, the identity) are exempt:
+    their correlation map has slope exactly 1 at :math:`c = 1` (:math:`\mathbb E[\phi^2] =
+    \Sigma\,\mathbb E[\phi'^2]` by Gaussian integration by parts), and the correlation snapping
+    of :func:`correlation` keeps identical points at exactly :math:`c = 1`.
+    """
+    return getattr(activation, "homogeneity_degree", None) != 1.0
+
+
+def _identical_pairs(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
+    """Which pairs are one point twice: equal variances and a correlation that snaps to 1.
+
+    Equal variances and :math:`c = 1` mean equal points (Cauchy-Schwarz, with or without
+    bias); two zero-variance inputs (zero-norm, no bias) are also one point.
+    """
+    root_snap = 1.0 + _SNAP_ULPS * torch.finfo(cov.dtype).eps
+    with torch.no_grad():
+        c = cov * outer(_masked_rsqrt(var1) * root_snap, _masked_rsqrt(var2) * root_snap)
+        return (var1 == var2) & ((c >= 1.0) | (var1 == 0))
+
+
+def _shared_variances(var1: Tensor, var2: Tensor, symmetric: bool) -> bool:
+    """Whether a variance of one side occurs on the other (within the side when symmetric),
+    a necessary condition for a duplicated point; O(n log n). Batches are pooled, which can
+    only add candidates."""
+    with torch.no_grad():
+        var1, var2 = var1.reshape(-1), var2.reshape(-1)  # (batched statistics are strided views)
+        if symmetric:
+            return var1.numel() > torch.unique(var1).numel()
+        return bool(torch.isin(var1, var2).any())
+
+
+class _IdenticalPoints:
+    """The entries of a block that pair a point with itself, and how to overwrite them.
+
+    Found once from the first layer (points equal there stay equal), they then take each
+    layer's per-point values (:meth:`substitute`). The diagonal of a symmetric block is always
+    such an entry and costs O(n); off-diagonal ones (duplicate rows) an n x m selection, only
+    where there are any.
+    """
+
+    def __init__(
+        self,
+        cov: Tensor,
+        stats1: Tensor,
+        stats2: Tensor,
+        symmetric: bool,
+        distinct: bool = False,
+    ) -> None:
+        self.symmetric = symmetric
+        compiling = torch.compiler.is_compiling()
+        if not compiling and (distinct or not _shared_variances(stats1[..., 0], stats2[..., 0], symmetric)):
+            # no two points share a first-layer variance: no duplicates, and no n x m search
+            self.mask = None
+            return
+        mask = _identical_pairs(stats1[..., 0].unsqueeze(-1), cov, stats2[..., 0].unsqueeze(-2))
+        if symmetric:
+            eye = torch.eye(cov.shape[-1], dtype=torch.bool, device=cov.device)
+            mask = mask & ~eye
+        # (a compiled graph selects unconditionally rather than branch on the data)
+        self.mask = mask if compiling or bool(mask.any()) else None
+        if self.mask is not None and symmetric:
+            self.mask = self.mask | eye
+
+    @property
+    def active(self) -> bool:
+        """Whether any entry is to be overwritten."""
+        return self.mask is not None or self.symmetric
+
+    def substitute(
+        self, values: Tensor, point1: Tensor, point2: Tensor | None, inplace: bool = True
+    ) -> Tensor:
+        """``values`` (``(..., n, m)``) with the identical pairs' entries from the per-point
+        ``point1`` (``(..., n)``) and ``point2`` (``(..., m)``); ``inplace``: ``values`` is a
+        temporary that may be overwritten where autograd allows."""
+        if self.mask is not None:
+            # the mean of the two sides' (equal) values is exact and keeps k(X, X) symmetric;
+            # it also halves the gradient to each side, as the partial derivatives of k(x, y)
+            # at x = y are half the derivative of the variance map k(x, x)
+            pairs = 0.5 * (point1.unsqueeze(-1) + point2.unsqueeze(-2))
+            return torch.where(self.mask, pairs, values)
+        if not self.symmetric:
+            return values
+        if inplace and _grad_free(values, point1) and not torch.compiler.is_compiling():
+            diagonal = values.diagonal(dim1=-2, dim2=-1)
+            diagonal.copy_(point1.expand_as(diagonal))
+            return values
+        eye = torch.eye(values.shape[-1], dtype=torch.bool, device=values.device)
+        return torch.where(eye, point1.unsqueeze(-1), values)
 
 
 def _tangent(

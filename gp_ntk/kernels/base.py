@@ -20,6 +20,7 @@ from ..functional import (
     block_recursion,
     layer_recursion,
     linear_covariances,
+    needs_identical_points,
     point_statistics,
     zero_variances,
 )
@@ -74,6 +75,11 @@ def _run_block(
             # Every structure (kernel type, depth, activation), output set, dtype, grad mode and
             # symmetric/cross block is one graph of this one function: more than dynamo's
             # default of 8 graphs per function in any program that uses a few kernels.
+            # (a compiled block searches for identical points unconditionally: a side's group
+            # object would only make dynamo guard on it)
+            symmetric = side2 is side1
+            side1 = side1._replace(group=None)
+            side2 = side1 if symmetric else side2._replace(group=None)
             with torch._dynamo.config.patch(recompile_limit=_MAX_COMPILED_GRAPHS):
                 return _compiled_block_outputs()(kernel, side1, side2, outputs, **variances)
         except Exception as error:  # no compiler, unsupported op: eager from now on
@@ -99,14 +105,17 @@ class _KernelFunctions:
         self.kernel = kernel
 
     def __call__(self, x1: Tensor, x2: Tensor, diag: bool = False, **variances: Tensor) -> Tensor:
-        return self.kernel._checked_output(self.kernel._evaluate(x1, x2, diag, False, **variances))
+        return self.kernel._checked_output(
+            self.kernel._evaluate(x1, x2, diag, False, **variances), (x1, x2, variances)
+        )
 
     def side(self, x: Tensor, **variances: Tensor) -> Side:
         return self.kernel._side(x, variances)
 
     def block(self, side1: Side, side2: Side, compiled: bool, **variances: Tensor) -> Tensor:
         return self.kernel._checked_output(
-            _run_block(self.kernel, side1, side2, "kernel", compiled, variances)[0]
+            _run_block(self.kernel, side1, side2, "kernel", compiled, variances)[0],
+            (side1.points, side2.points, variances),
         )
 
 
@@ -118,6 +127,39 @@ def _features_as_batch(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
     same = x1 is x2
     x1 = x1.transpose(-1, -2).unsqueeze(-1)
     return x1, (x1 if same else x2.transpose(-1, -2).unsqueeze(-1))
+
+
+def _first_layer_variance(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    r""":math:`\Sigma^{(1)}(x, x)` per point, ``(..., n)``, from the first layer's ``(weight, bias)``."""
+    var = (x * x * weight).sum(-1)
+    return var if bias is None else var + bias.squeeze(-1)
+
+
+#: rows of a bias-free homogeneous kernel's input are rescaled when the largest magnitude of
+#: some row lies outside [2**-_RESCALE_BITS, 2**_RESCALE_BITS] (where nothing can under- or
+#: overflow, the inputs are taken as they are)
+_RESCALE_BITS = 16
+
+
+def _row_exponents(x: Tensor) -> Tensor:
+    """``e`` per row with ``max |x_i|`` in ``[2**(e-1), 2**e)`` (0 for a zero row), ``(..., n)``."""
+    return torch.frexp(x.detach().abs().amax(-1)).exponent.to(torch.int64)
+
+
+def _times_power_of_two(values: Tensor, exponents: Tensor) -> Tensor:
+    """``values * 2**exponents``, exact unless the result itself under- or overflows.
+
+    ``exponents`` (integers, broadcasting against ``values``) may exceed the dtype's exponent
+    range: the factor is applied in up to three steps of the same sign, each representable,
+    so an intermediate never leaves the range between ``values`` and the result.
+    """
+    step = int(math.log2(torch.finfo(values.dtype).max)) - 1
+    exponents = exponents.clamp(-3 * step, 3 * step)
+    for _ in range(3):
+        part = exponents.clamp(-step, step)
+        values = values * torch.ldexp(torch.ones_like(part, dtype=values.dtype), part)
+        exponents = exponents - part
+    return values
 
 
 def _all_finite(values: Tensor) -> bool:
@@ -552,15 +594,118 @@ class VarianceKernel(Kernel):
         bias = self._layer_values(variances["bias_variance"], 1, like, False)[0] if self.has_bias else None
         return weight, bias
 
-    def _side(self, x: Tensor, variances: dict[str, Tensor]) -> Side:
-        """``x`` with the statistics of every layer (:func:`~gp_ntk.functional.point_statistics`)."""
-        weight, bias = self._first_layer(x, variances)
-        var = (x * x * weight).sum(-1)
-        if bias is not None:
-            var = var + bias.squeeze(-1)
+    def _homogeneity_power(self, num_layers: int) -> int | None:
+        r"""``p`` with :math:`k(a x, b y) = (ab)^p k(x, y)` for :math:`a, b > 0`, or ``None``.
+
+        A bias-free network whose activation is positively homogeneous of degree :math:`r`
+        scales :math:`\Sigma^{(l)}` by :math:`(ab)^{r^{l-1}}`, and :math:`\Theta^{(l)}` alike (the
+        derivative dual scales by :math:`(ab)^{r^{l-1}(r-1)}`): after ``num_layers`` activations
+        both scale by :math:`(ab)^{r^L}`.
+        """
+        degree = getattr(self.activation, "homogeneity_degree", None)
+        if self.has_bias or degree is None or degree < 0 or degree != int(degree):
+            return None
+        return int(degree) ** num_layers
+
+    def _rescaled(self, x: Tensor, variances: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """``x`` with each row divided by a power of two ``2**e`` (and ``e``) where its magnitude
+        could under- or overflow the first layer of a homogeneous kernel, else ``(x, None)``.
+
+        The angle between inputs does not depend on their norms, so a bias-free homogeneous
+        kernel is evaluated at rescaled inputs and multiplied back (:meth:`_rescale_output`):
+        exactly, as the factors are powers of two.
+        """
+        if self._homogeneity_power(1) is None or x.shape[-1] == 0 or torch.compiler.is_compiling():
+            return x, None
+        exponents = _row_exponents(x)
+        if not bool((exponents.abs() > _RESCALE_BITS).any()):
+            return x, None
+        return _times_power_of_two(x, -exponents.unsqueeze(-1)), exponents
+
+    def _rescale_output(
+        self,
+        values: Tensor,
+        exponents1: Tensor | None,
+        exponents2: Tensor | None,
+        num_layers: int,
+        diag: bool,
+    ) -> Tensor:
+        """Undo :meth:`_rescaled` on a kernel value: multiply by :math:`2^{(e_1 + e_2) r^L}`."""
+        if exponents1 is None and exponents2 is None:
+            return values
+        power = self._homogeneity_power(num_layers)
+        if not power:
+            return values
+        if not diag:
+            exponents1 = None if exponents1 is None else exponents1.unsqueeze(-1)
+            exponents2 = None if exponents2 is None else exponents2.unsqueeze(-2)
+        total = (
+            exponents1
+            if exponents2 is None
+            else (exponents2 if exponents1 is None else exponents1 + exponents2)
+        )
+        # beyond 2**20 any non-zero exponent saturates (see _times_power_of_two)
+        return _times_power_of_two(values, total * min(power, 2**20))
+
+    def _side(self, x: Tensor, variances: dict[str, Tensor], check: bool = True) -> Side:
+        """``x`` with the statistics of every layer (:func:`~gp_ntk.functional.point_statistics`).
+
+        ``check``: refuse variances that underflow (while :class:`gp_ntk.settings.check_finite`
+        is on).
+        """
+        points, exponents = self._rescaled(x, variances)
+        weight, bias = self._first_layer(points, variances)
+        var = _first_layer_variance(points, weight, bias)
         weights, biases = self._recursion_layers(var, True, variances)
         stats = point_statistics(var, self.activation, weights, biases)
-        return Side(x, stats, zero_variances(stats))
+        if check and settings.check_finite.on() and not torch.compiler.is_compiling():
+            self._check_underflow(points, stats, weights, biases)
+        group = None
+        if needs_identical_points(self.activation) and not torch.compiler.is_compiling():
+            with torch.no_grad():
+                if var.numel() == torch.unique(var.reshape(-1)).numel():
+                    group = object()
+        return Side(points, stats, zero_variances(stats), exponents, group)
+
+    def _output_variances(self, stats: Tensor, weights: list, biases: list) -> Tensor:
+        """``(..., n, L + 1)``: every layer's variance (``stats``' columns) and the output's."""
+        last = stats[..., 3 * (len(weights) - 1)]
+        output = self.activation.variance(last)
+        w, b = weights[-1], biases[-1]
+        output = w * output if b is None else w * output + b
+        return torch.cat([stats[..., 0::3], output.unsqueeze(-1)], dim=-1)
+
+    def _check_underflow(self, points: Tensor, stats: Tensor, weights: list, biases: list) -> None:
+        """Raise ``FloatingPointError`` where a variance of a non-zero input reaches 0 or a
+        subnormal number: the kernel values of such a point would be rounding noise."""
+        with torch.no_grad():
+            tiny = torch.finfo(stats.dtype).tiny
+            var = self._output_variances(stats, weights, biases)
+            nonzero_input = (points != 0).any(-1)
+            # finite values only: overflow and NaN are reported by _checked_output
+            low = (var < tiny) & torch.isfinite(var)
+            collapsed = low & nonzero_input.unsqueeze(-1)
+            if not bool(collapsed.any()):
+                return
+            layers = collapsed.reshape(-1, collapsed.shape[-1]).any(0).nonzero().flatten().tolist()
+        depth = getattr(self, "depth", getattr(self, "num_layers", 1))
+        name, dtype = type(self).__name__, stats.dtype
+        if layers[0] == 0:
+            raise FloatingPointError(
+                f"{name} underflowed in {dtype} in its first layer: inputs as small as "
+                f"{float(points.detach().abs().amax(-1)[nonzero_input].min()):.3g} give variances below the "
+                f"smallest normal {dtype} number ({tiny:.3g}), so their kernel values would be rounding "
+                "noise. Rescale the inputs (e.g. standardise them) or use float64; "
+                "gp_ntk.settings.check_finite(False) returns the values instead."
+            )
+        raise FloatingPointError(
+            f"{name} underflowed in {dtype}: the layer variances of some inputs collapse below the "
+            f"smallest normal {dtype} number ({tiny:.3g}) from layer {layers[0] + 1} of {depth + 1} on "
+            f"(they shrink like (weight_variance * E[phi(u)^2] / Var u)**depth; "
+            f"weight_variance={self._weight_summary()}, depth={depth}), so the kernel would be "
+            "rounding noise or zero. Use float64, a smaller depth or a larger weight_variance; "
+            "gp_ntk.settings.check_finite(False) returns the values instead."
+        )
 
     def _block(
         self, side1: Side, side2: Side, outputs: str, variances: dict[str, Tensor]
@@ -594,7 +739,12 @@ class VarianceKernel(Kernel):
             symmetric,
             (side1.zeros, side2.zeros),
             standard,
+            side1.group is not None and side1.group is side2.group,
         )
+        if side1.exponents is not None or side2.exponents is not None:
+            e1, e2, num_layers = side1.exponents, side2.exponents, len(weights)
+            nngp = self._rescale_output(nngp, e1, e2, num_layers, False)
+            ntk = None if ntk is None else self._rescale_output(ntk, e1, e2, num_layers, False)
         if outputs == "kernel":
             return (ntk if self._returns_ntk else nngp,)
         return (nngp,) if outputs == "nngp" else (nngp, ntk)
@@ -603,13 +753,27 @@ class VarianceKernel(Kernel):
         self, x1: Tensor, x2: Tensor, compute_ntk: bool, variances: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor | None]:
         """``(nngp, ntk)`` of the pairs ``(x1[i], x2[i])`` in O(n)."""
-        weight, bias = self._first_layer(x1, variances)
-        var1, cov, var2 = linear_covariances(x1, x2, weight, bias, diag=True)
+        # the sides' statistics check for underflow, and for x1 is x2 their first-layer
+        # variances are the very ones of the full matrix, so that its diagonal and this one
+        # are one computation
+        side1 = self._side(x1, variances)
+        side2 = side1 if x1 is x2 else self._side(x2, variances)
+        x1, x2 = side1.points, side2.points
+        if side1 is side2:
+            var1 = cov = var2 = side1.stats[..., 0]
+        else:
+            weight, bias = self._first_layer(x1, variances)
+            var1, cov, var2 = linear_covariances(x1, x2, weight, bias, diag=True)
         weights, biases = self._recursion_layers(cov, True, variances)
-        standard = self._standard_ntk(x1, x2, True, x1 is x2) if compute_ntk else None
-        return layer_recursion(
+        standard = self._standard_ntk(x1, x2, True, side1 is side2) if compute_ntk else None
+        nngp, ntk = layer_recursion(
             var1, cov, var2, self.activation, weights, biases, compute_ntk, diag=True, standard_ntk=standard
         )
+        if side1.exponents is not None or side2.exponents is not None:
+            e1, e2, num_layers = side1.exponents, side2.exponents, len(weights)
+            nngp = self._rescale_output(nngp, e1, e2, num_layers, True)
+            ntk = None if ntk is None else self._rescale_output(ntk, e1, e2, num_layers, True)
+        return nngp, ntk
 
     def _evaluate(
         self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool, **variances: Tensor
@@ -635,7 +799,9 @@ class VarianceKernel(Kernel):
         )
         variances = self._variances()
         if diag or last_dim_is_batch:
-            return self._checked_output(self._evaluate(x1, x2, diag, last_dim_is_batch, **variances))
+            return self._checked_output(
+                self._evaluate(x1, x2, diag, last_dim_is_batch, **variances), (x1, x2, variances)
+            )
         if settings.lazy_evaluation.applies(x1.shape[-2], x2.shape[-2]):
             return BlockedKernelLinearOperator(
                 x1,
@@ -645,7 +811,7 @@ class VarianceKernel(Kernel):
                 **variances,
             )
         (result,) = self._dense(x1, x2, variances, "kernel")
-        return self._checked_output(result)
+        return self._checked_output(result, (x1, x2, variances))
 
     def _dense(
         self, x1: Tensor, x2: Tensor, variances: dict[str, Tensor], outputs: str = "kernel"
@@ -684,17 +850,110 @@ class VarianceKernel(Kernel):
         weights = self.weight_variance if self.weight_variance is not None else self.input_weight_variance
         return weights.detach().flatten().tolist()
 
-    def _checked_output(self, result: Tensor) -> Tensor:
-        """Refuse a non-finite kernel value: with finite inputs it can only be an overflow."""
+    def _checked_output(
+        self, result: Tensor, inputs: tuple[Tensor, Tensor, dict[str, Tensor]] | None = None
+    ) -> Tensor:
+        """Refuse a non-finite kernel value, saying what went wrong.
+
+        ``inputs = (x1, x2, variances)`` of the evaluation let the message name the cause
+        (:meth:`_non_finite_cause`).
+        """
         if settings.check_finite.on() and not _all_finite(result):
-            depth = getattr(self, "depth", getattr(self, "num_layers", 1))
+            cause = None
+            if inputs is not None:
+                try:
+                    cause = self._non_finite_cause(*inputs)
+                except Exception:  # a diagnosis must not hide the error it explains
+                    cause = None
+            if cause is None:
+                cause = (
+                    "returned non-finite values",
+                    "a variance overflowed through the layers or the activation returned non-finite "
+                    "values. Use float64, smaller inputs, a smaller weight_variance or a smaller depth",
+                )
             raise FloatingPointError(
-                f"{type(self).__name__} overflowed in {result.dtype}: the layer variances grow like "
-                f"weight_variance**depth (weight_variance={self._weight_summary()}, "
-                f"depth={depth}). Use float64, a smaller weight_variance or a smaller depth; "
+                f"{type(self).__name__} {cause[0]} in {result.dtype}: {cause[1]}; "
                 "gp_ntk.settings.check_finite(False) returns the non-finite values instead."
             )
         return result
+
+    def _non_finite_cause(self, x1: Tensor, x2: Tensor, variances: dict[str, Tensor]) -> tuple[str, str]:
+        """What made a kernel value non-finite, from the per-point variances of every layer."""
+        depth = getattr(self, "depth", getattr(self, "num_layers", 1))
+        dtype = x1.dtype
+        degree = getattr(self.activation, "homogeneity_degree", None)
+        rescaled = False
+        with torch.no_grad():
+            for x in (x1, x2):
+                if not bool(torch.isfinite(x).all()):
+                    return ("returned non-finite values", "the inputs contain NaN or infinite values")
+                side = self._side(x, variances, check=False)
+                rescaled = rescaled or side.exponents is not None
+                weights, biases = self._recursion_layers(side.stats[..., 0], True, variances)
+                var = self._output_variances(side.stats, weights, biases)
+                bad = ~torch.isfinite(var)
+                if not bool(bad.any()):
+                    continue
+                layer = int(bad.reshape(-1, bad.shape[-1]).any(0).nonzero()[0])
+                if layer == 0:
+                    largest = float(x.abs().max())
+                    return (
+                        "overflowed",
+                        f"the first layer's covariances overflow: inputs as large as {largest:.3g} give "
+                        f"x^T x beyond the largest {dtype} number ({torch.finfo(dtype).max:.3g}). Rescale "
+                        "the inputs (e.g. standardise them) or use float64",
+                    )
+                before = var[..., layer - 1][bad[..., layer]]
+                nan = bool(torch.isnan(var[..., layer][bad[..., layer]]).any())
+                where = f"layer {layer + 1} of {depth + 1}"
+                moderate = bool(torch.isfinite(before).all()) and float(before.abs().max()) < math.sqrt(
+                    torch.finfo(dtype).max
+                )
+                if nan and moderate:
+                    return (
+                        "returned non-finite values",
+                        f"the activation {self.activation!r} returned non-finite values: its variance "
+                        f"E[phi(u)^2] at {where} is NaN for finite input variances (e.g. "
+                        f"{float(before[0]):.3g}). Use an activation that is finite on the whole real line",
+                    )
+                if degree is not None and degree > 1:
+                    return (
+                        "overflowed",
+                        f"the variance overflowed at {where}: {self.activation!r} raises the variance to "
+                        f"the power {degree:g} in every layer (largest input variance "
+                        f"{float(var[..., 0].max()):.3g}). Use smaller inputs, float64 or a lower order/depth",
+                    )
+                return (
+                    "overflowed",
+                    f"the variance overflowed through depth at {where}: the layer variances grow like "
+                    f"weight_variance**depth (weight_variance={self._weight_summary()}, depth={depth}). "
+                    "Use float64, a smaller weight_variance or a smaller depth",
+                )
+            if rescaled:
+                largest = max(float(x1.abs().max()), float(x2.abs().max()))
+                return (
+                    "overflowed",
+                    f"the kernel's values exceed the largest {dtype} number: this bias-free kernel scales "
+                    f"like (|x| |y|)**{self._homogeneity_power(len(weights))} and the inputs are as large as "
+                    f"{largest:.3g}. Rescale the inputs (e.g. standardise them) or use float64",
+                )
+            if self._returns_ntk:
+                with settings.check_finite(False):
+                    _, ntk = self._diagonal_outputs(x1, x1, True, variances)
+                if ntk is not None and not bool(torch.isfinite(ntk).all()):
+                    return (
+                        "overflowed",
+                        "the NTK overflowed through depth although the NNGP variances are finite: it "
+                        "grows like (weight_variance * E[phi'(u)^2])**depth "
+                        f"(weight_variance={self._weight_summary()}, depth={depth}). Use float64, a "
+                        "smaller weight_variance or a smaller depth",
+                    )
+        return (
+            "returned non-finite values",
+            f"every layer's variance is finite, so the activation {self.activation!r} returned non-finite "
+            "values for some pair of inputs (its dual E[phi(u)phi(v)] or E[phi'(u)phi'(v)]). Check that "
+            "the activation is finite on the whole real line",
+        )
 
     def __call__(self, x1: Tensor, x2: Tensor | None = None, diag: bool = False, **params):
         # GPyTorch silently treats 1-D input as n x 1; a kernel on network inputs refuses it

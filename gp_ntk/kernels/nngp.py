@@ -176,8 +176,9 @@ class DeepNetworkKernel(VarianceKernel):
         else:
             outputs = self._dense(x1, x2, variances, "nngp+ntk" if compute_ntk else "nngp")
             nngp, ntk = outputs if compute_ntk else (outputs[0], None)
-        nngp = self._checked_output(nngp)
-        return nngp, (None if ntk is None else self._checked_output(ntk))
+        inputs = (x1, x2, variances)
+        nngp = self._checked_output(nngp, inputs)
+        return nngp, (None if ntk is None else self._checked_output(ntk, inputs))
 
     def _standard_ntk(self, x1: Tensor, x2: Tensor, diag: bool, symmetric: bool):
         if self.parameterization != "standard":
