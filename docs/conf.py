@@ -27,6 +27,8 @@ exclude_patterns = ["_build"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 autodoc_member_order = "bysource"
+# torch.autograd.Function and torch functions carry docstrings written for another build
+autodoc_inherit_docstrings = False
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
@@ -75,5 +77,13 @@ def _resolve_top_level_alias(app, env, node, contnode):
     )
 
 
+def _skip_foreign_values(app, what, name, obj, skip, options):
+    # a dataclass default such as ``fn = torch.tanh`` would be documented with torch's docstring
+    if what == "class" and callable(obj) and str(getattr(obj, "__module__", "") or "").startswith("torch"):
+        return True
+    return None
+
+
 def setup(app):
     app.connect("missing-reference", _resolve_top_level_alias)
+    app.connect("autodoc-skip-member", _skip_foreign_values)

@@ -19,7 +19,7 @@ The derivative dual defaults to Price's theorem [Price1958]_,
 .. math::
     \frac{\partial}{\partial\Sigma_{xy}}\,\mathbb E[\phi(u)\phi(v)] = \mathbb E[\phi'(u)\phi'(v)],
 
-evaluated by autograd on :meth:`Activation.dual`; every activation shipped here overrides it
+evaluated by autograd on ``Activation.dual``; every activation shipped here overrides it
 with a closed form. Adding an activation means one class decorated with
 :func:`register_activation`: it then has a name in :data:`ACTIVATIONS` (if it gives one) and its
 :meth:`Activation.examples` are checked by the test suite (against brute-force quadrature,
@@ -171,9 +171,9 @@ def _broadcast_expand(cov: Tensor, *others: Tensor) -> Tensor:
 class Activation:
     r"""Base class: an elementwise nonlinearity with Gaussian dual kernels.
 
-    Subclasses implement :meth:`dual` (and :meth:`__call__`). :meth:`derivative_dual` defaults to
-    the derivative of :meth:`dual` in ``cov`` by autograd (Price's theorem); override it, or
-    :meth:`duals` where the two share work, with a closed form where one exists. The O(n)
+    Subclasses implement ``dual`` (and ``__call__``). ``derivative_dual`` defaults to
+    the derivative of ``dual`` in ``cov`` by autograd (Price's theorem); override it, or
+    ``duals`` where the two share work, with a closed form where one exists. The O(n)
     variances default to the duals at ``var1 = cov = var2``.
 
     Class attributes read by the test suite and the docs:
@@ -248,7 +248,7 @@ class CorrelationActivation(Activation):
 
     Subclasses implement :meth:`correlation_duals`, returning both duals. The layer recursion
     computes the correlation once per layer and calls it directly (with the diagonal of a
-    symmetric matrix exactly 1); :meth:`duals` computes the correlation first.
+    symmetric matrix exactly 1); ``duals`` computes the correlation first.
     """
 
     def correlation_duals(

@@ -109,8 +109,8 @@ class CenteredNormalize(AffineInputTransform):
     Args:
         d: number of input features.
         bounds: ``2 x d`` tensor of lower and upper bounds, or ``None`` to learn them.
-        indices, batch_shape, transform_on_train, transform_on_eval, transform_on_fantasize,
-        reverse: as for BoTorch's ``Normalize``.
+        indices, batch_shape, transform_on_train, transform_on_eval, transform_on_fantasize, reverse:
+            as for BoTorch's ``Normalize``.
         learn_bounds: learn the box from the training inputs; default ``bounds is None``.
         min_range: learnt feature ranges below this are not scaled (constant features).
     """
@@ -447,7 +447,7 @@ def make_bo_model(
         kernel: a name for :func:`bo_kernel` (``"nngp"``, ``"ntk"``, ``"arccos"``, ``"erf"``) or
             any kernel, used as the covariance module as it is.
         train_Yvar: known observation noise variances (then a fixed-noise likelihood).
-        depth, activation, ard, priors, normalize, **kernel_kwargs: passed to :func:`bo_kernel`.
+        depth, activation, ard, priors, normalize, kernel_kwargs: passed to :func:`bo_kernel`.
         input_transform: replaces :class:`CenteredNormalize`.
         outcome_transform: replaces ``Standardize(m)``.
     """
@@ -648,7 +648,7 @@ class BOResult:
         return self.X[index]
 
     def events_of(self, kind: str) -> list[BOEvent]:
-        """The events of one kind (one of :data:`EVENT_KINDS`)."""
+        """The events of one kind (one of ``EVENT_KINDS``)."""
         if kind not in EVENT_KINDS:
             raise ValueError(f"kind must be one of {EVENT_KINDS}, got {kind!r}")
         return [event for event in self.events if event.kind == kind]

@@ -14,7 +14,7 @@ Guarantees:
   are restored, the Cholesky jitter is multiplied by 10 and the learning rate halved, and the
   step is retried; after ``max_recoveries`` such faults :class:`FitError` is raised (the model
   keeps the best parameters, the error carries the :class:`FitResult` as ``error.result``).
-  Each recovery is listed in :attr:`FitResult.recoveries`.
+  Each recovery is listed in ``FitResult.recoveries``.
 """
 
 from __future__ import annotations

@@ -549,7 +549,7 @@ def block_recursion(
         stats1, stats2: ``(..., n, 3L)`` and ``(..., m, 3L)`` from :func:`point_statistics` for
             the block's rows and columns; with ``symmetric`` the block is :math:`k(X, X)` and
             its diagonal correlations are set to exactly 1.
-        zeros: per side and layer, whether any variance is 0 (:func:`zero_variances`); ``None``
+        zeros: per side and layer, whether any variance is 0 (``zero_variances``); ``None``
             tests here. Passing them keeps a loop over blocks free of device synchronisation.
         weight_variances, bias_variances: shaped to broadcast against ``(..., n, m)``.
         distinct: known that no point of one side has the first-layer variance of a point of

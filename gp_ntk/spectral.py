@@ -194,7 +194,7 @@ def eigenmodes(
         method: ``"dense"`` (``torch.linalg.eigh`` of the full matrix), ``"lobpcg"`` (block
             LOBPCG on the lazy operator: :math:`O(n^2 k)` time per iteration, :math:`O(nk)`
             memory), ``"lanczos"`` (ARPACK's implicitly restarted Lanczos, one product per
-            step) or ``"auto"``: dense up to :data:`DENSE_THRESHOLD` points, else LOBPCG.
+            step) or ``"auto"``: dense up to ``DENSE_THRESHOLD`` points, else LOBPCG.
         tol: convergence tolerance of the iterative methods (default: scipy's).
         max_iter: iteration limit of the iterative methods.
         seed: seed of their random start.

@@ -483,7 +483,7 @@ class VarianceKernel(Kernel):
         return {"kernel": type(self).__qualname__, "ard_num_dims": self.ard_num_dims, "bias": self.has_bias}
 
     def get_extra_state(self) -> Tensor:
-        """The kernel's structure (:meth:`_structure`), saved in ``state_dict`` as ``_extra_state``."""
+        """The kernel's structure (``_structure``), saved in ``state_dict`` as ``_extra_state``."""
         return encode_structure(self._structure())
 
     def set_extra_state(self, state: Any) -> None:
@@ -495,7 +495,7 @@ class VarianceKernel(Kernel):
 
         With ``strict=True`` (torch's default) a state dict saved from a kernel of another
         structure (class, depth, activation, parameterization, width, per-layer, ARD, bias,
-        order, number of layers; see :meth:`_structure`), or one with missing or unexpected
+        order, number of layers; see ``_structure``), or one with missing or unexpected
         keys, is refused with a ``RuntimeError`` naming what differs; tensors of the wrong shape
         always are. A refused call changes nothing. ``strict=False`` loads what matches by name
         and shape, as in torch, and warns about a structure that differs. State dicts saved

@@ -28,7 +28,7 @@ def _layer_count(name: str, depth: int, ard: bool) -> str:
 
 
 class DeepNetworkKernel(VarianceKernel):
-    r"""Shared base of :class:`NNGPKernel` and :class:`NTKKernel`: the infinite-width limit of
+    r"""Shared base of :class:`NNGPKernel` and :class:`~gp_ntk.NTKKernel`: the infinite-width limit of
 
     .. code-block:: python
 
@@ -158,7 +158,7 @@ class DeepNetworkKernel(VarianceKernel):
         """NNGP and NTK from one pass (the NTK recursion needs the NNGP one anyway).
 
         Takes the inputs as they are (no ``active_dims`` selection, unlike calling the kernel);
-        large matrices are evaluated in row blocks like :meth:`forward`'s.
+        large matrices are evaluated in row blocks like ``forward``'s.
         """
         check_inputs(
             x1,
