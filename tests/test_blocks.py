@@ -100,6 +100,7 @@ class _CrossAndSymmetric(torch.nn.Module):
         return self.kernel.forward(a, b), self.kernel.forward(a, a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ntk-relu-nobias", "ntk-erf-ard", "erf-williams-ard"])
 def test_gradcheck_through_blocked_backward(name):
     module = _CrossAndSymmetric(VARIANTS[name]().to(DTYPE))
@@ -224,6 +225,7 @@ def test_block_evaluation_setting_refuses_bad_values_and_restores():
     assert gp_ntk.settings.block_evaluation.block_elements_for(torch.device("cuda")) == 2**24
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
 def test_compiled_dense_blocks_match_eager_values_and_gradients():
     """The torch.compile path of dense row blocks (NNGP and NTK fused) against eager blocks."""

@@ -52,6 +52,7 @@ def assert_pngs(directory: Path, names: list[str]) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG"
 
 
+@pytest.mark.slow
 def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     demo = load_example("demo")
     demo.main(["--quick", "--output-dir", str(tmp_path)])
@@ -73,6 +74,7 @@ def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "failed" not in out
 
 
+@pytest.mark.slow
 def test_regression_1d_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     example = load_example("regression_1d")
     example.main(["--quick", "--output-dir", str(tmp_path)])

@@ -243,6 +243,7 @@ def test_lazy_checks_inputs_before_building():
         kernel.forward(x, x)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
 def test_compiled_blocks_match_eager_values_and_gradients(float64_default):
     """The torch.compile path (one fused graph per layer) against eager evaluation."""
