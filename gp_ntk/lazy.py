@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from linear_operator import to_dense
 from linear_operator.operators import KernelLinearOperator
-from linear_operator.operators._linear_operator import to_dense
 from linear_operator.utils.memoize import cached
 from torch import Tensor
 

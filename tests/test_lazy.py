@@ -286,3 +286,16 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch, float
     assert gp_ntk.settings.compile_kernels._broken
     assert not gp_ntk.settings.compile_kernels.applies(10**12)
     torch.testing.assert_close(product, _dense(kernel, x, x) @ v, rtol=1e-12, atol=1e-12)
+
+
+def test_no_private_linear_operator_imports():
+    # linear_operator's private modules move between releases; gp_ntk uses its public API only
+    import pathlib
+
+    package = pathlib.Path(gp_ntk.__file__).parent
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "linear_operator.operators._" in path.read_text()
+    ]
+    assert offenders == []
