@@ -9,8 +9,8 @@ non-finite outputs and the largest difference between the two sides. A second ro
 training set with a repeated point (an exactly singular kernel, ``diag_reg=0``).
 
 Run ``python benchmarks/dynamics.py`` (n = m = 2000) or ``--quick`` (n = m = 300); the
-neural-tangents side needs a Python with JAX and neural-tangents (``--nt-python``, default
-/work/ntvenv/bin/python) and is skipped without one.
+neural-tangents side needs a Python with JAX and neural-tangents (``--nt-python``, default the
+``GP_NTK_NT_PYTHON`` environment variable) and is skipped without one.
 """
 
 from __future__ import annotations
@@ -144,10 +144,10 @@ def run_side(python: str, program: str, folder: Path) -> dict | None:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main(quick: bool = False, nt_python: str = "/work/ntvenv/bin/python") -> list[dict]:
+def main(quick: bool = False, nt_python: str = "") -> list[dict]:
     n = m = 300 if quick else 2000
     num_times = 3 if quick else 10
-    have_nt = Path(nt_python).exists()
+    have_nt = bool(nt_python) and Path(nt_python).exists()
     rows = []
     for case, repeat in (("generic", False), ("repeated point", True)):
         with tempfile.TemporaryDirectory() as tmp:
@@ -198,7 +198,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n = m = 300, 3 times")
     parser.add_argument(
-        "--nt-python", default="/work/ntvenv/bin/python", help="a Python with neural-tangents"
+        "--nt-python",
+        default=os.environ.get("GP_NTK_NT_PYTHON", ""),
+        help="a Python with JAX and neural-tangents (default: $GP_NTK_NT_PYTHON)",
     )
     args = parser.parse_args()
     main(args.quick, args.nt_python)

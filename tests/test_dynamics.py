@@ -18,7 +18,9 @@ import gp_ntk
 from gp_ntk import dynamics
 
 DTYPE = torch.float64
-NT_PYTHON = Path(os.environ.get("GP_NTK_NT_PYTHON", "/work/ntvenv/bin/python"))
+# a Python that has JAX and neural-tangents (not a dependency of gp_ntk); the comparison is
+# skipped without one
+NT_PYTHON = Path(os.environ.get("GP_NTK_NT_PYTHON", "python-with-neural-tangents"))
 
 
 def make_kernel(depth: int = 2, activation: str = "relu") -> gp_ntk.NTKKernel:
