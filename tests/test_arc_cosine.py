@@ -105,3 +105,31 @@ def test_homogeneity(order, num_layers):
         rtol=1e-10,
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_nngp_and_ntk_are_those_of_the_composed_network(order, num_layers):
+    # the arc-cosine kernel is the NNGP of ArcCos(n) layers of weight variance 2 on the
+    # first-layer inner product; its NTK is that network's, which NTKKernel computes with a first
+    # layer of weight variance w * d (cancelling its 1/d) and 2 for every later layer
+    dtype = torch.float64
+    gen = torch.Generator().manual_seed(order + 10 * num_layers)
+    x, y = torch.randn(6, 3, generator=gen, dtype=dtype), torch.randn(4, 3, generator=gen, dtype=dtype)
+    arc = gp_ntk.ArcCosineKernel(
+        order=order, num_layers=num_layers, weight_variance=0.7, bias_variance=0.0
+    ).to(dtype)
+    per_layer = [0.7 * 3] + [2.0] * num_layers
+    deep = gp_ntk.NTKKernel(
+        depth=num_layers, activation=gp_ntk.ArcCos(order), weight_variance=per_layer, bias_variance=0.0
+    ).to(dtype)
+    with torch.no_grad():
+        nngp, ntk = arc.nngp_and_ntk(x, y)
+        expected_nngp, expected_ntk = deep.nngp_and_ntk(x, y)
+        diag_nngp, diag_ntk = arc.nngp_and_ntk(x, x, diag=True)
+        full_nngp, full_ntk = arc.nngp_and_ntk(x, x)
+        torch.testing.assert_close(nngp, arc(x, y).to_dense(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(nngp, expected_nngp, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ntk, expected_ntk, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(diag_nngp, full_nngp.diagonal(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(diag_ntk, full_ntk.diagonal(), rtol=1e-12, atol=1e-14)

@@ -70,3 +70,21 @@ def test_one_hidden_layer_nngp_is_williams_with_readout():
     nngp = gp_ntk.NNGPKernel(1, "erf", w, b).double()(x).to_dense()
     williams = gp_ntk.ErfKernel(w / 4, b).double()(x).to_dense()
     torch.testing.assert_close(nngp, w * williams + b)
+
+
+def test_nngp_and_ntk_are_those_of_the_one_hidden_layer_erf_network():
+    # Williams' kernel is the NNGP of f = sum_i v_i erf(w_i . x) with unit read-out variance; its
+    # NTK is that network's: NTKKernel(depth=1, "erf") with first-layer variance w * d
+    dtype = torch.float64
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(6, 3, generator=gen, dtype=dtype), torch.randn(4, 3, generator=gen, dtype=dtype)
+    erf = gp_ntk.ErfKernel(weight_variance=0.8, bias_variance=0.0).to(dtype)
+    deep = gp_ntk.NTKKernel(depth=1, activation="erf", weight_variance=[0.8 * 3, 1.0], bias_variance=0.0).to(
+        dtype
+    )
+    with torch.no_grad():
+        nngp, ntk = erf.nngp_and_ntk(x, y)
+        expected_nngp, expected_ntk = deep.nngp_and_ntk(x, y)
+        torch.testing.assert_close(nngp, erf(x, y).to_dense(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(nngp, expected_nngp, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ntk, expected_ntk, rtol=1e-12, atol=1e-14)

@@ -814,6 +814,46 @@ class VarianceKernel(Kernel):
         (result,) = self._dense(x1, x2, variances, "kernel")
         return self._checked_output(result, (x1, x2, variances))
 
+    def nngp_and_ntk(
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        diag: bool = False,
+        compute_ntk: bool = True,
+        last_dim_is_batch: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        r"""The network's NNGP and NTK from one pass (the NTK recursion needs the NNGP one anyway).
+
+        Every kernel here is the NNGP of a network: the deep kernels' fully-connected network,
+        the arc-cosine kernel's composition of ``ArcCos(n)`` layers (weight variance 2, the
+        factor of Cho & Saul's normalisation), the erf kernel's one-hidden-layer erf network. The
+        NTK is that network's, in the NTK parameterization: :math:`\Theta^{(1)} = \Sigma^{(1)}`,
+        :math:`\Theta^{(l+1)} = \Sigma^{(l+1)} + \sigma_{w,l+1}^2\,\mathbb E[\phi'\phi']\,\Theta^{(l)}`
+        (for :class:`~gp_ntk.NTKKernel` with ``parameterization="standard"``, the standard one).
+
+        Takes the inputs as they are (no ``active_dims`` selection, unlike calling the kernel);
+        large matrices are evaluated in row blocks like ``forward``'s.
+        """
+        check_inputs(
+            x1,
+            x2,
+            self.ard_num_dims,
+            diag=diag,
+            batch_shape=self.batch_shape,
+            last_dim_is_batch=last_dim_is_batch,
+        )
+        variances = self._variances()
+        if last_dim_is_batch:
+            x1, x2 = _features_as_batch(x1, x2)
+        if diag:
+            nngp, ntk = self._diagonal_outputs(x1, x2, compute_ntk, variances)
+        else:
+            outputs = self._dense(x1, x2, variances, "nngp+ntk" if compute_ntk else "nngp")
+            nngp, ntk = outputs if compute_ntk else (outputs[0], None)
+        inputs = (x1, x2, variances)
+        nngp = self._checked_output(nngp, inputs)
+        return nngp, (None if ntk is None else self._checked_output(ntk, inputs))
+
     def _dense(
         self, x1: Tensor, x2: Tensor, variances: dict[str, Tensor], outputs: str = "kernel"
     ) -> tuple[Tensor, ...]:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..activations import Activation, get_activation
 from ._contract import as_initial_values, as_integer, check_count, describe_activation
-from .base import VarianceKernel, _features_as_batch, check_inputs
+from .base import VarianceKernel
 
 __all__ = ["NNGPKernel", "DeepNetworkKernel"]
 
@@ -146,39 +146,6 @@ class DeepNetworkKernel(VarianceKernel):
         if not self.has_bias:
             return weights, [None] * self.depth
         return weights, self._layer_values(variances["bias_variance"], num_layers, like, diag)[1:]
-
-    def nngp_and_ntk(
-        self,
-        x1: Tensor,
-        x2: Tensor,
-        diag: bool = False,
-        compute_ntk: bool = True,
-        last_dim_is_batch: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        """NNGP and NTK from one pass (the NTK recursion needs the NNGP one anyway).
-
-        Takes the inputs as they are (no ``active_dims`` selection, unlike calling the kernel);
-        large matrices are evaluated in row blocks like ``forward``'s.
-        """
-        check_inputs(
-            x1,
-            x2,
-            self.ard_num_dims,
-            diag=diag,
-            batch_shape=self.batch_shape,
-            last_dim_is_batch=last_dim_is_batch,
-        )
-        variances = self._variances()
-        if last_dim_is_batch:
-            x1, x2 = _features_as_batch(x1, x2)
-        if diag:
-            nngp, ntk = self._diagonal_outputs(x1, x2, compute_ntk, variances)
-        else:
-            outputs = self._dense(x1, x2, variances, "nngp+ntk" if compute_ntk else "nngp")
-            nngp, ntk = outputs if compute_ntk else (outputs[0], None)
-        inputs = (x1, x2, variances)
-        nngp = self._checked_output(nngp, inputs)
-        return nngp, (None if ntk is None else self._checked_output(ntk, inputs))
 
     def _standard_ntk(self, x1: Tensor, x2: Tensor, diag: bool, symmetric: bool):
         if self.parameterization != "standard":
