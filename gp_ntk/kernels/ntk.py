@@ -38,7 +38,7 @@ class NTKKernel(DeepNetworkKernel):
     :math:`1_b = 1` with biases and 0 without. It grows linearly in the width, as the
     standard-parameterization NTK does; the NNGP does not depend on the parameterization.
 
-    :meth:`~gp_ntk.kernels.nngp.DeepNetworkKernel.nngp_and_ntk` returns both kernels from one pass.
+    :meth:`~gp_ntk.kernels.base.VarianceKernel.nngp_and_ntk` returns both kernels from one pass.
 
     Example:
         >>> import torch, gpytorch, gp_ntk
