@@ -789,7 +789,8 @@ class VarianceKernel(Kernel):
         side2 = side1 if x1 is x2 else self._side(x2, variances)
         return self._block(side1, side2, "kernel", variances)[0]
 
-    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
+    def _check_inputs(self, x1: Tensor, x2: Tensor, diag: bool, last_dim_is_batch: bool) -> None:
+        """:func:`check_inputs` with this kernel's ARD width and batch shape."""
         check_inputs(
             x1,
             x2,
@@ -798,6 +799,9 @@ class VarianceKernel(Kernel):
             batch_shape=self.batch_shape,
             last_dim_is_batch=last_dim_is_batch,
         )
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
+        self._check_inputs(x1, x2, diag, last_dim_is_batch)
         variances = self._variances()
         if diag or last_dim_is_batch:
             return self._checked_output(
@@ -834,14 +838,7 @@ class VarianceKernel(Kernel):
         Takes the inputs as they are (no ``active_dims`` selection, unlike calling the kernel);
         large matrices are evaluated in row blocks like ``forward``'s.
         """
-        check_inputs(
-            x1,
-            x2,
-            self.ard_num_dims,
-            diag=diag,
-            batch_shape=self.batch_shape,
-            last_dim_is_batch=last_dim_is_batch,
-        )
+        self._check_inputs(x1, x2, diag, last_dim_is_batch)
         variances = self._variances()
         if last_dim_is_batch:
             x1, x2 = _features_as_batch(x1, x2)
