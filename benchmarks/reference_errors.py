@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/reference_errors.py``. Every number is a maximum over the inputs
 described in its row, in float64 unless the row says otherwise; the test suite asserts bounds
-on the same quantities (tests/test_functional.py, test_nngp.py, test_ntk.py, test_erf.py,
+on the same quantities (tests/test_ops.py, test_nngp.py, test_ntk.py, test_erf.py,
 test_arc_cosine.py, test_base.py).
 """
 
@@ -33,7 +33,7 @@ def closed_forms() -> None:
     c, s = torch.cos(theta), torch.sin(theta)
     forms = [math.pi - theta, s + (math.pi - theta) * c, 3 * s * c + (math.pi - theta) * (1 + 2 * c**2)]
     for n, form in enumerate(forms):
-        err = (gp_ntk.functional.arccos_j(c, n) - form).abs().max()
+        err = (gp_ntk.ops.arccos_j(c, n) - form).abs().max()
         row(f"J_{n}(theta)", "2001 angles in [0, pi], abs", float(err))
 
     g = torch.Generator().manual_seed(0)

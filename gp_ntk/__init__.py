@@ -7,11 +7,12 @@ from . import (
     approximations,
     dynamics,
     empirical,
+    engine,
     fitting,
-    functional,
-    lazy,
     models,
     networks,
+    ops,
+    recursion,
     selection,
     settings,
     spectral,
@@ -40,6 +41,7 @@ from .activations import (
 )
 from .approximations import RandomFeatureKernel
 from .empirical import EmpiricalNTKKernel, empirical_ntk, linearize
+from .engine import BlockedKernelLinearOperator
 from .fitting import FitError, FitResult, fit
 from .kernels import (
     ArcCosineKernel,
@@ -51,7 +53,6 @@ from .kernels import (
     NTKKernel,
     NTKKernelGrad,
 )
-from .lazy import BlockedKernelLinearOperator
 from .models import ExactGPModel, VariationalGPModel
 from .selection import compare_kernels
 
@@ -94,14 +95,15 @@ __all__ = [
     "dynamics",
     "empirical",
     "empirical_ntk",
+    "engine",
     "fit",
     "fitting",
-    "functional",
     "get_activation",
-    "lazy",
     "linearize",
     "models",
     "networks",
+    "ops",
+    "recursion",
     "selection",
     "settings",
     "spectral",

@@ -65,8 +65,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from . import settings
-from .blocks import Side
-from .lazy import BlockedKernelLinearOperator
+from .engine import BlockedKernelLinearOperator, Side
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -814,7 +813,7 @@ def _unpack(stats: Tensor, layout: list[tuple[int, ...]], has_jacobian: bool) ->
 
 
 class _EmpiricalFunctions:
-    """``covar_func`` of :class:`~gp_ntk.lazy.BlockedKernelLinearOperator` for the trace kernel.
+    """``covar_func`` of :class:`~gp_ntk.engine.lazy.BlockedKernelLinearOperator` for the trace kernel.
 
     A side's per-point statistics are its packed features (Jacobian rows, layer inputs and
     output cotangents) when they fit in the memory budget, so blocks only contract; otherwise
@@ -878,7 +877,7 @@ class EmpiricalNTKKernel(gpytorch.kernels.Kernel):
 
     ``k(X, X, diag=True)`` costs O(n) per-sample self-products. A ``"trace"`` kernel larger than
     :class:`gp_ntk.settings.lazy_evaluation`'s threshold is returned as a
-    :class:`~gp_ntk.lazy.BlockedKernelLinearOperator` (products in row blocks, memory linear in n).
+    :class:`~gp_ntk.engine.lazy.BlockedKernelLinearOperator` (products in row blocks, memory linear in n).
 
     To use the tangent kernel of the network after more training, call :meth:`refresh` with the
     trained network (or build a new kernel): the copy is replaced and cached operators are not

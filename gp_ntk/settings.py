@@ -137,7 +137,7 @@ class block_evaluation(_Setting):
     matrix ``k(X, X)`` is then also built from the blocks on and above its diagonal only.
 
     Matrices with at least ``min_elements`` entries (default 2**18, about 512 x 512) are
-    evaluated in blocks through :class:`gp_ntk.blocks.DenseKernel`, whose backward pass
+    evaluated in blocks through :class:`gp_ntk.engine.blocks.DenseKernel`, whose backward pass
     recomputes each block instead of keeping a graph of N x M temporaries: the memory of a
     differentiable evaluation is its result plus one block. Those matrices are differentiable
     once (enough for marginal likelihoods and acquisition gradients); smaller ones are
@@ -222,7 +222,7 @@ class lazy_evaluation(_Setting):
     ``"auto"`` (default): lazily once a full matrix ``k(X1, X2)`` would exceed
     ``min_elements`` entries (2**24 = 16.8 M, 134 MB in float64); ``"always"``; ``"never"``.
     ``lazy_evaluation()`` with no argument is ``"auto"``. The operator
-    (:class:`gp_ntk.lazy.BlockedKernelLinearOperator`) evaluates ``block_elements`` entries at
+    (:class:`gp_ntk.engine.lazy.BlockedKernelLinearOperator`) evaluates ``block_elements`` entries at
     a time for matrix products and hyperparameter gradients, so CG/Lanczos inference
     (GPyTorch's path above ``max_cholesky_size``) needs memory linear in N. ``block_elements``
     defaults to :class:`block_evaluation`'s block size. Where GPyTorch asks for the dense

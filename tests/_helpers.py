@@ -66,7 +66,7 @@ def kernel_function(kernel):
 
 def break_compiler(monkeypatch) -> None:
     """Make every ``torch.compile`` of a kernel block fail, as on a machine without a compiler."""
-    from gp_ntk.kernels import base
+    from gp_ntk.engine import compile as compile_module
 
     def broken():
         def fail(*args, **kwargs):
@@ -74,5 +74,5 @@ def break_compiler(monkeypatch) -> None:
 
         return fail
 
-    monkeypatch.setattr(base, "_compiled_block_outputs", broken)
+    monkeypatch.setattr(compile_module, "_compiled_block_outputs", broken)
     monkeypatch.setattr(gp_ntk.settings.compile_kernels, "_broken", False)

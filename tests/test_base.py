@@ -75,12 +75,12 @@ def test_gradcheck_inputs_and_hyperparameters_at_singular_set(name, bias):
 
 def test_gradcheck_catches_a_wrong_gradient():
     # the tolerance above rejects a 10 % error: break J_n's derivative and see it fail
-    from gp_ntk import functional
+    from gp_ntk.ops import angular
 
     kernel = KERNELS["ntk-relu"](0.3).double()
     x = singular_inputs(torch.float64, zero_row=False).requires_grad_(True)
     fn, params = kernel_function(kernel)
-    originals = {cls: cls.backward for cls in (functional._ArcCosJ, functional._ArcCosJPair)}
+    originals = {cls: cls.backward for cls in (angular._ArcCosJ, angular._ArcCosJPair)}
 
     def break_(original):
         def wrong(ctx, *grad_outputs):

@@ -11,7 +11,7 @@ import torch
 from _helpers import KERNELS, break_compiler, singular_inputs
 
 import gp_ntk
-from gp_ntk.lazy import BlockedKernelLinearOperator
+from gp_ntk.engine.lazy import BlockedKernelLinearOperator
 
 VARIANTS = {
     "nngp-relu": lambda: KERNELS["nngp-relu"](0.1),

@@ -28,7 +28,7 @@ class ArcCosineKernel(VarianceKernel):
 
     so :math:`J_0 = \pi - \theta`, :math:`J_1 = \sin\theta + (\pi-\theta)\cos\theta`,
     :math:`J_2 = 3\sin\theta\cos\theta + (\pi-\theta)(1+2\cos^2\theta)`; any integer
-    :math:`n \ge 0` is supported (:func:`gp_ntk.functional.arccos_j`). With
+    :math:`n \ge 0` is supported (:func:`gp_ntk.ops.arccos_j`). With
     ``num_layers = L > 1`` the map is applied recursively, :math:`k^{(l+1)}(x, y) = \frac1\pi
     [k^{(l)}(x,x)k^{(l)}(y,y)]^{n/2} J_n(\theta^{(l)})`, as in Cho & Saul's multilayer kernel.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,16 +15,17 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from .. import settings
-from ..blocks import DenseKernel, Side
-from ..functional import (
+from ..engine import BlockedKernelLinearOperator, DenseKernel, Side, run_block
+from ..recursion import (
     block_recursion,
+    first_layer_covariance,
+    first_layer_variances,
     layer_recursion,
     linear_covariances,
     needs_identical_points,
     point_statistics,
     zero_variances,
 )
-from ..lazy import BlockedKernelLinearOperator
 from ._contract import (
     STRUCTURE_KEY,
     as_initial_values,
@@ -42,60 +42,8 @@ from ._contract import (
 __all__ = ["VarianceKernel", "check_inputs"]
 
 
-def _block_outputs(kernel: VarianceKernel, side1: Side, side2: Side, outputs: str, **variances: Tensor):
-    """The matrices of one block (see :meth:`VarianceKernel._block`)."""
-    return kernel._block(side1, side2, outputs, variances)
-
-
-_MAX_COMPILED_GRAPHS = 256
-
-
-@functools.cache
-def _compiled_block_outputs():
-    # one compiled function for all kernels: dynamo guards on the kernel's type and structure
-    # (depth, activation), on ``outputs`` and on the sides' zero flags, and keeps one graph per
-    # configuration; shapes are dynamic, so the blocks of all sizes share it.
-    # realize_reads_threshold=1: a layer's covariance feeds both the next layer and the NTK, and
-    # inductor would otherwise inline (recompute) the whole chain of earlier layers into each
-    # reader, so that the cost of NNGP+NTK grew quadratically with depth (measured: depth 10
-    # three times slower); storing every intermediate that has more than one reader keeps it
-    # linear, and a block's intermediates stay in cache.
-    return torch.compile(_block_outputs, dynamic=True, options={"realize_reads_threshold": 1})
-
-
-def _run_block(
-    kernel: VarianceKernel,
-    side1: Side,
-    side2: Side,
-    outputs: str,
-    compiled: bool,
-    variances: dict[str, Tensor],
-) -> tuple[Tensor, ...]:
-    if compiled and not settings.compile_kernels._broken:
-        try:
-            # Every structure (kernel type, depth, activation), output set, dtype, grad mode and
-            # symmetric/cross block is one graph of this one function: more than dynamo's
-            # default of 8 graphs per function in any program that uses a few kernels.
-            # (a compiled block searches for identical points unconditionally: a side's group
-            # object would only make dynamo guard on it)
-            symmetric = side2 is side1
-            side1 = side1._replace(group=None)
-            side2 = side1 if symmetric else side2._replace(group=None)
-            with torch._dynamo.config.patch(recompile_limit=_MAX_COMPILED_GRAPHS):
-                return _compiled_block_outputs()(kernel, side1, side2, outputs, **variances)
-        except Exception as error:  # no compiler, unsupported op: eager from now on
-            settings.compile_kernels._broken = True
-            warnings.warn(
-                f"torch.compile is unavailable here ({type(error).__name__}: {str(error)[:200]}); "
-                "gp_ntk evaluates kernels eagerly from now on",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-    return kernel._block(side1, side2, outputs, variances)
-
-
 class _KernelFunctions:
-    """What :class:`~gp_ntk.lazy.BlockedKernelLinearOperator` evaluates of a kernel.
+    """What :class:`~gp_ntk.engine.lazy.BlockedKernelLinearOperator` evaluates of a kernel.
 
     Called like a ``covar_func`` (one piece, or the diagonal), and with :meth:`side` and
     :meth:`block` for the blocked products. Reads the structure from the kernel and every
@@ -115,7 +63,7 @@ class _KernelFunctions:
 
     def block(self, side1: Side, side2: Side, compiled: bool, **variances: Tensor) -> Tensor:
         return self.kernel._checked_output(
-            _run_block(self.kernel, side1, side2, "kernel", compiled, variances)[0],
+            run_block(self.kernel, side1, side2, "kernel", compiled, variances)[0],
             (side1.points, side2.points, variances),
         )
 
@@ -128,12 +76,6 @@ def _features_as_batch(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
     same = x1 is x2
     x1 = x1.transpose(-1, -2).unsqueeze(-1)
     return x1, (x1 if same else x2.transpose(-1, -2).unsqueeze(-1))
-
-
-def _first_layer_variance(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    r""":math:`\Sigma^{(1)}(x, x)` per point, ``(..., n)``, from the first layer's ``(weight, bias)``."""
-    var = (x * x * weight).sum(-1)
-    return var if bias is None else var + bias.squeeze(-1)
 
 
 #: rows of a bias-free homogeneous kernel's input are rescaled when the largest magnitude of
@@ -649,14 +591,14 @@ class VarianceKernel(Kernel):
         return _times_power_of_two(values, total * min(power, 2**20))
 
     def _side(self, x: Tensor, variances: dict[str, Tensor], check: bool = True) -> Side:
-        """``x`` with the statistics of every layer (:func:`~gp_ntk.functional.point_statistics`).
+        """``x`` with the statistics of every layer (:func:`~gp_ntk.recursion.point_statistics`).
 
         ``check``: refuse variances that underflow (while :class:`gp_ntk.settings.check_finite`
         is on).
         """
         points, exponents = self._rescaled(x, variances)
         weight, bias = self._first_layer(points, variances)
-        var = _first_layer_variance(points, weight, bias)
+        var = first_layer_variances(points, weight, bias)
         weights, biases = self._recursion_layers(var, True, variances)
         stats = point_statistics(var, self.activation, weights, biases)
         if check and settings.check_finite.on() and not torch.compiler.is_compiling():
@@ -719,13 +661,7 @@ class VarianceKernel(Kernel):
         symmetric = side1 is side2
         x1, x2 = side1.points, side2.points
         weight, bias = self._first_layer(x1, variances)
-        cov = (x1 * weight) @ x2.mT
-        if bias is not None:
-            cov = cov + bias
-        if symmetric:
-            # BLAS does not promise a bitwise-symmetric x x^T; every later map is elementwise
-            # and commutes with transposition, so symmetrising once keeps k(X, X) symmetric.
-            cov = 0.5 * (cov + cov.mT)
+        cov = first_layer_covariance(x1, x2, weight, bias, symmetric)
         weights, biases = self._recursion_layers(cov, False, variances)
         compute_ntk = outputs == "nngp+ntk" or (outputs == "kernel" and self._returns_ntk)
         standard = self._standard_ntk(x1, x2, False, symmetric) if compute_ntk else None
@@ -868,7 +804,7 @@ class VarianceKernel(Kernel):
         compiled = settings.compile_kernels.applies(num_elements)
 
         def evaluate(side1: Side, side2: Side, **values: Tensor) -> tuple[Tensor, ...]:
-            return _run_block(self, side1, side2, outputs, compiled, values)
+            return run_block(self, side1, side2, outputs, compiled, values)
 
         def statistics(x: Tensor, **values: Tensor) -> Side:
             return self._side(x, values)

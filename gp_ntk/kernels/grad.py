@@ -68,7 +68,7 @@ from ..activations import (
     Rbf,
     Sin,
 )
-from ..functional import arccos_j, arccos_j_pair
+from ..ops import arccos_j, arccos_j_pair
 from .arc_cosine import ArcCosineKernel
 from .base import VarianceKernel, check_inputs
 from .erf import ErfKernel

@@ -1,4 +1,4 @@
-r"""Pure-tensor core: the angular functions, input covariances and the layer recursion.
+r"""The layer recursion: per-point statistics, block and diagonal recursion, the first layer.
 
 Everything here works on covariance tensors that broadcast against each other:
 
@@ -8,327 +8,40 @@ Everything here works on covariance tensors that broadcast against each other:
 No function here knows about a particular activation: each layer asks the
 :class:`~gp_ntk.activations.Activation` for its dual kernel
 :math:`\mathbb E[\phi(u)\phi(v)]` and derivative dual :math:`\mathbb E[\phi'(u)\phi'(v)]`.
+The first layer's covariances (:func:`first_layer_variances`, :func:`first_layer_covariance`)
+are computed here and nowhere else.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from .ops import (
+    grad_free,
+    masked_sqrt,
+    outer,
+    scaled_correlation,
+    snapped_rsqrt,
+    symmetrize,
+)
+
 if TYPE_CHECKING:
     from .activations import Activation
 
 __all__ = [
-    "arccos_j",
-    "arccos_j_coefficients",
-    "arccos_j_pair",
     "block_recursion",
-    "correlation",
-    "linear_covariances",
+    "first_layer_covariance",
+    "first_layer_variances",
     "layer_recursion",
+    "linear_covariances",
     "needs_identical_points",
     "point_statistics",
+    "zero_variances",
 ]
-
-
-@lru_cache(maxsize=64)
-def arccos_j_coefficients(order: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    r"""Polynomials :math:`P_n, Q_n` with :math:`J_n(\theta) = P_n(c)(\pi-\theta) + Q_n(c)\sin\theta`.
-
-    Here :math:`c = \cos\theta`. Writing Cho & Saul's
-    :math:`J_n = (-1)^n \sin^{2n+1}\theta\,(\tfrac{1}{\sin\theta}\partial_\theta)^n \tfrac{\pi-\theta}{\sin\theta}`
-    with :math:`\tfrac{1}{\sin\theta}\partial_\theta = -\partial_c` and differentiating once more gives
-
-    .. math::
-        P_{n+1} = (1-c^2)P_n' + (2n+1)c P_n, \qquad Q_{n+1} = P_n + (1-c^2)Q_n' + 2nc Q_n,
-
-    from :math:`P_0 = 1, Q_0 = 0`. Coefficients are returned lowest degree first.
-    """
-    if order < 0:
-        raise ValueError(f"order must be a non-negative integer, got {order}")
-    p: list[float] = [1.0]
-    q: list[float] = [0.0]
-    for n in range(order):
-        p, q = _next_p(p, n), _next_q(p, q, n)
-    return _trim(p), _trim(q)
-
-
-def _trim(a: list[float]) -> tuple[float, ...]:
-    while len(a) > 1 and a[-1] == 0.0:
-        a = a[:-1]
-    return tuple(a)
-
-
-def _poly_derivative(a: list[float]) -> list[float]:
-    return [i * a[i] for i in range(1, len(a))] or [0.0]
-
-
-def _poly_add(*polys: list[float]) -> list[float]:
-    out = [0.0] * max(len(p) for p in polys)
-    for p in polys:
-        for i, v in enumerate(p):
-            out[i] += v
-    return out
-
-
-def _times_one_minus_c2(a: list[float]) -> list[float]:
-    return _poly_add(a, [0.0, 0.0] + [-v for v in a])
-
-
-def _times_c(a: list[float], factor: float) -> list[float]:
-    return [0.0] + [factor * v for v in a]
-
-
-def _next_p(p: list[float], n: int) -> list[float]:
-    return _poly_add(_times_one_minus_c2(_poly_derivative(p)), _times_c(p, 2 * n + 1))
-
-
-def _next_q(p: list[float], q: list[float], n: int) -> list[float]:
-    return _poly_add(p, _times_one_minus_c2(_poly_derivative(q)), _times_c(q, 2 * n))
-
-
-def _polynomial(coefficients: Sequence[float], c: Tensor) -> Tensor | float:
-    """Horner's rule; a constant stays a Python float and a bare ``c`` is not copied."""
-    if len(coefficients) == 1:
-        return coefficients[0]
-    if tuple(coefficients) == (0.0, 1.0):
-        return c
-    out = coefficients[-1] * c + coefficients[-2]
-    for a in reversed(coefficients[:-2]):
-        out = out * c + a
-    return out
-
-
-def _coefficients(order: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    # (compiled graphs trace the polynomial construction itself: dynamo warns on lru_cache)
-    if torch.compiler.is_compiling():
-        return arccos_j_coefficients.__wrapped__(order)
-    return arccos_j_coefficients(order)
-
-
-def _angle_and_sine(c: Tensor) -> tuple[Tensor, Tensor]:
-    # pi - theta = arccos(-c), and sin(theta) = sqrt((1 - c)(1 + c)): 1 - c is exact near c = 1
-    # (and 1 + c near -1), so the sine has no cancellation there; c lies in [-1, 1], so the
-    # product is never negative.
-    return torch.arccos(-c), torch.sqrt((1.0 - c) * (1.0 + c))
-
-
-def _combine(order: int, c: Tensor, angle: Tensor, sin: Tensor) -> Tensor:
-    r""":math:`P_n(c)(\pi-\theta) + Q_n(c)\sin\theta` from a precomputed angle and sine."""
-    p, q = _coefficients(order)
-    p_c = _polynomial(p, c)
-    if not any(q):
-        return angle if isinstance(p_c, float) and p_c == 1.0 else p_c * angle
-    q_c = _polynomial(q, c)
-    sin = sin if isinstance(q_c, float) and q_c == 1.0 else q_c * sin
-    return torch.addcmul(sin, p_c, angle) if isinstance(p_c, Tensor) else sin + p_c * angle
-
-
-def _arccos_j_value(c: Tensor, order: int) -> Tensor:
-    return _combine(order, c, *_angle_and_sine(c))
-
-
-def _singular_slope(c: Tensor) -> Tensor:
-    # d(pi - arccos c)/dc = 1/sqrt(1 - c^2) diverges at c = +-1, where the kernel has a cusp
-    # (like the Laplace kernel at zero distance). There we return the symmetric subgradient 0;
-    # the band is a few ulps wide, so gradients off the singular set are untouched.
-    one_minus_c2 = 1.0 - c * c
-    band = 16.0 * torch.finfo(c.dtype).eps
-    safe = torch.where(one_minus_c2 > band, one_minus_c2, torch.ones_like(one_minus_c2))
-    return torch.where(one_minus_c2 > band, torch.rsqrt(safe), torch.zeros_like(safe))
-
-
-class _ArcCosJ(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, c: Tensor, order: int) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(c)
-        ctx.order = order
-        return _arccos_j_value(c, order)
-
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
-        (c,) = ctx.saved_tensors
-        n = ctx.order
-        # Price's theorem: dJ_n/dc = n^2 J_{n-1}; finite on [-1, 1] for n >= 1, unlike the
-        # term-by-term derivative of P_n(c) arccos(-c) + Q_n(c) sqrt(1 - c^2).
-        slope = _singular_slope(c) if n == 0 else (n * n) * arccos_j(c, n - 1)
-        return grad_output * slope, None
-
-
-def arccos_j(c: Tensor, order: int) -> Tensor:
-    r"""Cho & Saul's angular function :math:`J_n(\theta)` as a function of :math:`c = \cos\theta`.
-
-    .. math::
-        J_0 = \pi - \theta,\quad
-        J_1 = \sin\theta + (\pi-\theta)\cos\theta,\quad
-        J_2 = 3\sin\theta\cos\theta + (\pi-\theta)(1 + 2\cos^2\theta),
-
-    and in general :math:`J_n = P_n(c)(\pi-\theta) + Q_n(c)\sin\theta`
-    (see :func:`arccos_j_coefficients`). ``c`` must lie in :math:`[-1, 1]`.
-
-    The derivative is :math:`\mathrm dJ_n/\mathrm dc = n^2 J_{n-1}`, which is what autograd
-    uses, so gradients are finite at :math:`c = \pm 1` for :math:`n \ge 1`. For :math:`n = 0`
-    the derivative :math:`1/\sqrt{1-c^2}` is used away from :math:`c=\pm1` and the symmetric
-    subgradient 0 within a few ulps of it.
-    """
-    if not (torch.is_grad_enabled() and c.requires_grad):
-        # no graph wanted (CG products, predictions): skip the autograd.Function
-        return _arccos_j_value(c, order)
-    if torch.compiler.is_compiling():
-        # Compiled graphs are traced with plain operations; the value carries its derivative
-        # n^2 J_{n-1} (or the masked 1/sqrt(1 - c^2)) as a detached factor, which gives the same
-        # first derivative as the custom backward and lets the compiler fuse both passes.
-        slope = _singular_slope(c) if order == 0 else (order * order) * _arccos_j_value(c, order - 1)
-        return _arccos_j_value(c, order).detach() + (c - c.detach()) * slope.detach()
-    return _ArcCosJ.apply(c, order)
-
-
-class _ArcCosJPair(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, c: Tensor, order: int) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        ctx.save_for_backward(c)
-        ctx.order = order
-        angle, sin = _angle_and_sine(c)
-        return _combine(order, c, angle, sin), _combine(order - 1, c, angle, sin)
-
-    @staticmethod
-    def backward(ctx, grad_high: Tensor | None, grad_low: Tensor | None):  # type: ignore[override]
-        (c,) = ctx.saved_tensors
-        n = ctx.order
-        grad = None
-        if grad_high is not None:
-            grad = grad_high * ((n * n) * arccos_j(c, n - 1))
-        if grad_low is not None:
-            slope = _singular_slope(c) if n == 1 else ((n - 1) ** 2) * arccos_j(c, n - 2)
-            grad = grad_low * slope if grad is None else grad + grad_low * slope
-        return grad, None
-
-
-def arccos_j_pair(c: Tensor, order: int) -> tuple[Tensor, Tensor]:
-    r""":math:`(J_n, J_{n-1})` at :math:`c = \cos\theta` for :math:`n \ge 1`, from one ``arccos``.
-
-    The NTK of a rectified-monomial layer needs both (the dual and the derivative dual);
-    sharing the angle halves the transcendental work. Derivatives as in :func:`arccos_j`.
-    """
-    if order < 1:
-        raise ValueError(f"order must be at least 1 for a pair (J_n, J_(n-1)), got {order}")
-    if not (torch.is_grad_enabled() and c.requires_grad):
-        angle, sin = _angle_and_sine(c)
-        return _combine(order, c, angle, sin), _combine(order - 1, c, angle, sin)
-    if torch.compiler.is_compiling():
-        return arccos_j(c, order), arccos_j(c, order - 1)
-    return _ArcCosJPair.apply(c, order)
-
-
-# Each side's reciprocal standard deviation is scaled by 1 + 2 eps, the correlation by about
-# 1 + 4 eps: v * rsqrt(v)**2 is within 2 eps of 1 (measured over 1e6 values in float32 and
-# float64), so equal points come out at exactly 1, while a band of 4 eps moves deep float32
-# kernels (depth 50) by 3e-4 relative, well inside their rounding at that depth.
-_SNAP_ULPS = 2.0
-
-
-def correlation(
-    var1: Tensor, cov: Tensor, var2: Tensor, symmetric: bool = False
-) -> tuple[Tensor, Tensor, Tensor]:
-    r"""The correlation :math:`c = \Sigma_{xy}/\sqrt{\Sigma_{xx}\Sigma_{yy}}` clamped to [-1, 1], and the
-    standard deviations :math:`\sqrt{\Sigma_{xx}}`, :math:`\sqrt{\Sigma_{yy}}` (shaped like ``var1``, ``var2``).
-
-    Correlations within a few ulps of :math:`\pm 1` (rounding, which ``arccos`` would turn
-    into an angle of :math:`\sqrt{2\,\mathrm{ulp}}`) are taken as exactly :math:`\pm 1`.
-    ``symmetric`` says that ``cov`` is a matrix :math:`k(X, X)` whose diagonal is ``var1`` and
-    ``var2``: its diagonal correlations are then set to exactly 1 whatever the rounding.
-
-    A zero variance comes from a zero-norm input without bias, where the angle is undefined.
-    Two such inputs are the same point, so their correlation is 1; between a zero and a
-    non-zero input it is set to 0 (the average over directions). Gradients through the zero
-    branches are zero, so nothing turns NaN; an overflowed (inf/NaN) variance propagates to
-    the output, where the kernels report it, instead of passing for a zero-norm input.
-    """
-    # One multiplication by the reciprocal standard deviations of both sides rather than a
-    # square root of the n x m product: the transcendental n x m work of a layer is its arccos.
-    # The factor root_snap**2 = 1 + 4 eps snaps |c| within rounding of 1 to exactly 1 in the
-    # clamp below: such a c cannot be told from +-1, and an ulp below 1 would become an angle
-    # of sqrt(2 ulp) at the arccos. Equal points cross-evaluated (v * rsqrt(v)**2 != 1) thus
-    # get the same value as on the diagonal. Elsewhere it moves c by less than its rounding.
-    # (Both sides take the square root of the factor so that the product stays symmetric.)
-    root_snap = 1.0 + _SNAP_ULPS * torch.finfo(cov.dtype).eps
-    c = _mul(outer(_masked_rsqrt(var1) * root_snap, _masked_rsqrt(var2) * root_snap), cov)
-    if _has_zero(var1) and _has_zero(var2):
-        c = torch.where((var1 == 0) & (var2 == 0), torch.ones_like(c), c)
-    # Rounding can push |c| a few ulps past 1 near (anti-)parallel inputs; the true derivative of
-    # c there is 0, which is also what clamp passes on for values outside the range.
-    c = _clamp_unit(c)
-    if symmetric:
-        c = _unit_diagonal(c)
-    return c, _masked_sqrt(var1), _masked_sqrt(var2)
-
-
-def outer(left: Tensor, right: Tensor) -> Tensor:
-    """``left * right`` for ``(..., n, 1)`` and ``(..., 1, m)`` factors.
-
-    Multiplying a matrix by this product (rather than by each factor in turn) keeps
-    ``k(X, X)`` exactly symmetric: ``l_i r_j`` and ``l_j r_i`` round alike, ``(a l_i) r_j`` and
-    ``(a l_j) r_i`` need not.
-    """
-    return left * right
-
-
-def _grad_free(*tensors: Tensor) -> bool:
-    """Whether intermediate results may be overwritten: no autograd graph will need them."""
-    return not torch.is_grad_enabled() or not any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
-
-
-def _mul(a: Tensor, b: Tensor | float) -> Tensor:
-    """``a * b``, in place on ``a`` (a temporary of the caller's) where autograd allows."""
-    if _grad_free(a, b) and not torch.compiler.is_compiling() and _broadcasts_into(b, a):
-        return a.mul_(b)
-    return a * b
-
-
-def _broadcasts_into(b: Tensor | float, a: Tensor) -> bool:
-    return not isinstance(b, Tensor) or torch.broadcast_shapes(a.shape, b.shape) == a.shape
-
-
-def _clamp_unit(c: Tensor) -> Tensor:
-    if _grad_free(c) and not torch.compiler.is_compiling():
-        return c.clamp_(-1.0, 1.0)
-    return torch.clamp(c, -1.0, 1.0)
-
-
-def _unit_diagonal(c: Tensor) -> Tensor:
-    if _grad_free(c) and not torch.compiler.is_compiling():
-        c.diagonal(dim1=-2, dim2=-1).fill_(1.0)
-        return c
-    eye = torch.eye(c.shape[-1], dtype=torch.bool, device=c.device)
-    return torch.where(eye, torch.ones_like(c), c)
-
-
-def _has_zero(var: Tensor) -> bool:
-    # a compiled graph takes the branch-free masked path rather than a data-dependent branch
-    return torch.compiler.is_compiling() or bool((var == 0).any())
-
-
-def _masked_rsqrt(var: Tensor) -> Tensor:
-    """1/sqrt with 0 (and a zero gradient) at 0; NaN and inf pass through (1/sqrt(inf) = 0)."""
-    nonzero = var != 0
-    return torch.where(nonzero, torch.rsqrt(torch.where(nonzero, var, torch.ones_like(var))), 0.0)
-
-
-def _masked_sqrt(var: Tensor) -> Tensor:
-    """sqrt with a zero (not infinite) gradient at 0; NaN and inf pass through."""
-    nonzero = var != 0
-    return torch.where(nonzero, torch.sqrt(torch.where(nonzero, var, torch.ones_like(var))), 0.0)
-
-
-def gram_determinant(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
-    r""":math:`\Sigma_{xx}\Sigma_{yy} - \Sigma_{xy}^2 \ge 0`, factored so it neither overflows nor goes negative."""
-    root = _masked_sqrt(var1) * _masked_sqrt(var2)
-    return torch.clamp((root - cov) * (root + cov), min=0.0)
 
 
 def linear_covariances(
@@ -355,35 +68,51 @@ def linear_covariances(
         returned three times, which later layers use to skip repeated work.
     """
     w = weight_variance * scale
-    x1w = x1 * w
     if diag:
-        var1 = (x1w * x1).sum(-1)
+        var1 = first_layer_variances(x1, w, bias_variance)
         if x1 is x2:
-            var2 = cov = var1
-        else:
-            var2 = (x2 * w * x2).sum(-1)
-            cov = (x1w * x2).sum(-1)
+            return var1, var1, var1
+        cov = (x1 * w * x2).sum(-1)
         if bias_variance is not None:
-            b = bias_variance.squeeze(-1)
-            if cov is var1:
-                var1 = var2 = cov = var1 + b
-            else:
-                var1, cov, var2 = var1 + b, cov + b, var2 + b
-        return var1, cov, var2
-    cov = x1w @ x2.transpose(-1, -2)
+            cov = cov + bias_variance.squeeze(-1)
+        return var1, cov, first_layer_variances(x2, w, bias_variance)
+    cov = first_layer_covariance(x1, x2, w, bias_variance, symmetric=x1 is x2)
+    if x1 is x2:
+        return _diagonal_variances(cov)
+    var1 = first_layer_variances(x1, w, bias_variance).unsqueeze(-1)
+    var2 = first_layer_variances(x2, w, bias_variance).unsqueeze(-2)
+    return var1, cov, var2
+
+
+def first_layer_variances(x: Tensor, weight_variance: Tensor, bias_variance: Tensor | None) -> Tensor:
+    r""":math:`\Sigma^{(1)}(x, x) = b + \sum_i w_i x_i^2` per point, ``(..., n)``.
+
+    ``weight_variance`` broadcasts against ``(..., 1, d)``, ``bias_variance`` (or ``None``) against
+    ``(..., 1, 1)``, as the kernels hold them.
+    """
+    var = (x * x * weight_variance).sum(-1)
+    return var if bias_variance is None else var + bias_variance.squeeze(-1)
+
+
+def first_layer_covariance(
+    x1: Tensor,
+    x2: Tensor,
+    weight_variance: Tensor,
+    bias_variance: Tensor | None,
+    symmetric: bool = False,
+) -> Tensor:
+    r""":math:`\Sigma^{(1)}(x, y) = b + \sum_i w_i x_i y_i` for all pairs, ``(..., n, m)``.
+
+    With ``symmetric`` (``x1`` and ``x2`` are one set :math:`X`) the result is symmetrised:
+    BLAS does not promise a bitwise-symmetric :math:`x x^\top`, near-duplicate rows would turn
+    that last-bit asymmetry into a visible one through ``arccos``, and every later map is
+    elementwise and commutes with transposition, so symmetrising once here makes
+    :math:`k(X, X)` exactly symmetric.
+    """
+    cov = (x1 * weight_variance) @ x2.mT
     if bias_variance is not None:
         cov = cov + bias_variance
-    if x1 is x2:
-        # BLAS does not promise a bitwise-symmetric x x^T; near-duplicate rows would turn that
-        # last-bit asymmetry into a visible one through arccos. Every later map is elementwise
-        # and commutes, so symmetrising once here makes k(X, X) exactly symmetric.
-        return _diagonal_variances(_symmetrize(cov))
-    var1 = (x1w * x1).sum(-1).unsqueeze(-1)
-    var2 = (x2 * w * x2).sum(-1).unsqueeze(-2)
-    if bias_variance is not None:
-        var1 = var1 + bias_variance
-        var2 = var2 + bias_variance
-    return var1, cov, var2
+    return symmetrize(cov) if symmetric else cov
 
 
 def _diagonal_variances(cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -511,12 +240,11 @@ def point_statistics(
     :func:`block_recursion` takes these for the rows and the columns of a block, so that a
     block of a large matrix costs only its own n x m work.
     """
-    root_snap = 1.0 + _SNAP_ULPS * torch.finfo(var.dtype).eps
     columns = []
     for layer in range(len(weight_variances)):
         if layer > 0:
             var = _affine(activation.variance(var), weight_variances[layer - 1], bias_variances[layer - 1])
-        columns += [var, _masked_sqrt(var), _masked_rsqrt(var) * root_snap]
+        columns += [var, masked_sqrt(var), snapped_rsqrt(var)]
     # Stored column-major (each statistic contiguous over the points): a fused block loop runs
     # over the columns of the block and reads one statistic of every column per layer, which is
     # then a contiguous, vectorisable load instead of a gather with a stride of 3L entries
@@ -577,12 +305,8 @@ def block_recursion(
         else:
             # activations whose duals depend on the correlation get it from here, where the
             # diagonal of a symmetric matrix is known to be exactly 1
-            c = _mul(outer(rstd1, rstd2), cov)
-            if zeros[0][layer] and zeros[1][layer]:
-                c = torch.where((var1 == 0) & (var2 == 0), torch.ones_like(c), c)
-            c = _clamp_unit(c)
-            if symmetric:
-                c = _unit_diagonal(c)
+            both_zero = zeros[0][layer] and zeros[1][layer]
+            c = scaled_correlation(cov, rstd1, rstd2, var1, var2, both_zero, symmetric)
             q, q_dot = correlation_duals(c, std1, std2, derivative=compute_ntk)
         if identical is not None and identical.active:
             point1, point2 = var1.squeeze(-1), var2.squeeze(-2)
@@ -625,9 +349,8 @@ def _identical_pairs(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
     Equal variances and :math:`c = 1` mean equal points (Cauchy-Schwarz, with or without
     bias); two zero-variance inputs (zero-norm, no bias) are also one point.
     """
-    root_snap = 1.0 + _SNAP_ULPS * torch.finfo(cov.dtype).eps
     with torch.no_grad():
-        c = cov * outer(_masked_rsqrt(var1) * root_snap, _masked_rsqrt(var2) * root_snap)
+        c = cov * outer(snapped_rsqrt(var1), snapped_rsqrt(var2))
         return (var1 == var2) & ((c >= 1.0) | (var1 == 0))
 
 
@@ -693,7 +416,7 @@ class _IdenticalPoints:
             return torch.where(self.mask, pairs, values)
         if not self.symmetric:
             return values
-        if inplace and _grad_free(values, point1) and not torch.compiler.is_compiling():
+        if inplace and grad_free(values, point1) and not torch.compiler.is_compiling():
             diagonal = values.diagonal(dim1=-2, dim2=-1)
             diagonal.copy_(point1.expand_as(diagonal))
             return values
@@ -721,18 +444,9 @@ def _vector_shaped(value: Tensor | float | None) -> Tensor | float | None:
     return value.squeeze(-1) if isinstance(value, Tensor) and value.dim() >= 2 else value
 
 
-def _symmetrize(a: Tensor) -> Tensor:
-    return 0.5 * (a + a.transpose(-1, -2))
-
-
 def _affine(q: Tensor, weight_variance: Tensor | float, bias_variance: Tensor | None) -> Tensor:
     if bias_variance is None:
         return weight_variance * q
     if isinstance(weight_variance, Tensor):
         return torch.addcmul(bias_variance, weight_variance, q)
     return weight_variance * q + bias_variance
-
-
-def double_factorial(n: int) -> int:
-    """(n)!! with (-1)!! = 0!! = 1."""
-    return math.prod(range(n, 0, -2)) if n > 0 else 1

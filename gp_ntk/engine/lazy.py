@@ -4,7 +4,7 @@ linear_operator's :class:`~linear_operator.operators.KernelLinearOperator` repre
 kernel matrix by its inputs and hyperparameters, but its matrix product (and so every CG
 iteration) builds the whole N x M matrix. :class:`BlockedKernelLinearOperator` keeps the
 representation and the indexing of that class and replaces the parts that touch all
-entries with loops over blocks of rows (:mod:`gp_ntk.blocks`), so memory stays
+entries with loops over blocks of rows (:mod:`gp_ntk.engine.blocks`), so memory stays
 O((N + M) d + block) for
 
 * ``_matmul`` (CG, Lanczos, predictive means): ``K @ v`` block by block;
@@ -29,7 +29,8 @@ from linear_operator.operators import KernelLinearOperator
 from linear_operator.utils.memoize import cached
 from torch import Tensor
 
-from . import blocks, settings
+from .. import settings
+from . import blocks
 
 __all__ = ["BlockedKernelLinearOperator"]
 
@@ -42,7 +43,7 @@ class BlockedKernelLinearOperator(KernelLinearOperator):
         x2: ``(*batch, M, d)``.
         covar_func: ``covar_func(x1, x2, diag=False, **params)`` returning ``k(x1, x2)`` in one
             piece (or its diagonal with ``diag=True``), with two methods for the blocked
-            products: ``side(x, **params)`` (a :class:`gp_ntk.blocks.Side`: the points with
+            products: ``side(x, **params)`` (a :class:`gp_ntk.engine.blocks.Side`: the points with
             their per-point statistics) and ``block(side1, side2, compiled, **params)`` (one
             block; ``compiled`` asks for the ``torch.compile`` path, see
             :class:`gp_ntk.settings.compile_kernels`). It must use only the tensors it is

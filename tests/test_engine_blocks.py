@@ -10,7 +10,7 @@ import torch
 from _helpers import KERNELS, break_compiler, singular_inputs
 
 import gp_ntk
-from gp_ntk import blocks
+from gp_ntk.engine import blocks
 
 DTYPE = torch.float64
 
