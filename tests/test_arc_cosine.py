@@ -7,38 +7,38 @@ import unittest
 
 import pytest
 import torch
-from gpytorch.test.base_kernel_test_case import BaseKernelTestCase
 
 import gp_ntk
+from gp_ntk.testing import NetworkKernelTestCase
 
 DTYPE = torch.float64
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 
-class TestArcCosineKernelOrder1(BaseKernelTestCase, unittest.TestCase):
+class TestArcCosineKernelOrder1(NetworkKernelTestCase, unittest.TestCase):
     seed = 0
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.ArcCosineKernel(order=1, num_layers=1, weight_variance=1.0, bias_variance=0.5, **kwargs)
 
     def create_kernel_ard(self, num_dims, **kwargs):
         return gp_ntk.ArcCosineKernel(1, 1, 1.0, 0.5, ard_num_dims=num_dims, **kwargs)
 
 
-class TestArcCosineKernelOrder2Deep(BaseKernelTestCase, unittest.TestCase):
+class TestArcCosineKernelOrder2Deep(NetworkKernelTestCase, unittest.TestCase):
     seed = 1
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.ArcCosineKernel(order=2, num_layers=3, weight_variance=0.7, bias_variance=0.3, **kwargs)
 
     def create_kernel_ard(self, num_dims, **kwargs):
         return gp_ntk.ArcCosineKernel(2, 3, 0.7, 0.3, ard_num_dims=num_dims, **kwargs)
 
 
-class TestArcCosineKernelOrder0NoBias(BaseKernelTestCase, unittest.TestCase):
+class TestArcCosineKernelOrder0NoBias(NetworkKernelTestCase, unittest.TestCase):
     seed = 2
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.ArcCosineKernel(order=0, num_layers=2, bias_variance=0.0, **kwargs)
 
 

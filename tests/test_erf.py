@@ -7,28 +7,28 @@ import unittest
 
 import pytest
 import torch
-from gpytorch.test.base_kernel_test_case import BaseKernelTestCase
 
 import gp_ntk
+from gp_ntk.testing import NetworkKernelTestCase
 
 DTYPE = torch.float64
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 
-class TestErfKernel(BaseKernelTestCase, unittest.TestCase):
+class TestErfKernel(NetworkKernelTestCase, unittest.TestCase):
     seed = 0
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.ErfKernel(weight_variance=1.5, bias_variance=0.5, **kwargs)
 
     def create_kernel_ard(self, num_dims, **kwargs):
         return gp_ntk.ErfKernel(1.5, 0.5, ard_num_dims=num_dims, **kwargs)
 
 
-class TestErfKernelNoBias(BaseKernelTestCase, unittest.TestCase):
+class TestErfKernelNoBias(NetworkKernelTestCase, unittest.TestCase):
     seed = 1
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.ErfKernel(weight_variance=2.0, bias_variance=0.0, **kwargs)
 
 

@@ -7,38 +7,38 @@ import unittest
 
 import pytest
 import torch
-from gpytorch.test.base_kernel_test_case import BaseKernelTestCase
 
 import gp_ntk
+from gp_ntk.testing import NetworkKernelTestCase
 
 DTYPE = torch.float64
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 
-class TestNNGPKernelReLU(BaseKernelTestCase, unittest.TestCase):
+class TestNNGPKernelReLU(NetworkKernelTestCase, unittest.TestCase):
     seed = 0
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.NNGPKernel(depth=3, activation="relu", weight_variance=2.0, bias_variance=0.1, **kwargs)
 
     def create_kernel_ard(self, num_dims, **kwargs):
         return gp_ntk.NNGPKernel(3, "relu", 2.0, 0.1, ard_num_dims=num_dims, **kwargs)
 
 
-class TestNNGPKernelErfPerLayer(BaseKernelTestCase, unittest.TestCase):
+class TestNNGPKernelErfPerLayer(NetworkKernelTestCase, unittest.TestCase):
     seed = 1
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.NNGPKernel(2, "erf", [1.0, 2.0, 0.5], [0.1, 0.2, 0.3], **kwargs)
 
     def create_kernel_ard(self, num_dims, **kwargs):
         return gp_ntk.NNGPKernel(2, "erf", 1.5, 0.1, per_layer=True, ard_num_dims=num_dims, **kwargs)
 
 
-class TestNNGPKernelNumericalNoBias(BaseKernelTestCase, unittest.TestCase):
+class TestNNGPKernelNumericalNoBias(NetworkKernelTestCase, unittest.TestCase):
     seed = 2
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.NNGPKernel(2, gp_ntk.Numerical(torch.tanh, degree=8), 1.0, 0.0, **kwargs)
 
 

@@ -7,28 +7,28 @@ import unittest
 
 import pytest
 import torch
-from gpytorch.test.base_kernel_test_case import BaseKernelTestCase
 
 import gp_ntk
+from gp_ntk.testing import NetworkKernelTestCase
 
 DTYPE = torch.float64
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 
-class TestNTKKernelReLU(BaseKernelTestCase, unittest.TestCase):
+class TestNTKKernelReLU(NetworkKernelTestCase, unittest.TestCase):
     seed = 0
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.NTKKernel(depth=3, activation="relu", weight_variance=2.0, bias_variance=0.1, **kwargs)
 
     def create_kernel_ard(self, num_dims, **kwargs):
         return gp_ntk.NTKKernel(3, "relu", 2.0, 0.1, ard_num_dims=num_dims, **kwargs)
 
 
-class TestNTKKernelGELUPerLayer(BaseKernelTestCase, unittest.TestCase):
+class TestNTKKernelGELUPerLayer(NetworkKernelTestCase, unittest.TestCase):
     seed = 1
 
-    def create_kernel_no_ard(self, **kwargs):
+    def create_kernel(self, **kwargs):
         return gp_ntk.NTKKernel(2, "gelu", 1.5, 0.1, per_layer=True, **kwargs)
 
     def create_kernel_ard(self, num_dims, **kwargs):
