@@ -68,7 +68,8 @@ from ..activations import (
     Rbf,
     Sin,
 )
-from ..ops import arccos_j, arccos_j_pair
+from ..ops import arccos_j, arccos_j_pair, symmetrize
+from ..recursion import linear_covariances
 from .arc_cosine import ArcCosineKernel
 from .base import VarianceKernel, check_inputs
 from .erf import ErfKernel
@@ -495,11 +496,7 @@ def _first_layer_vectors(kernel: VarianceKernel, x1: Tensor, x2: Tensor, varianc
 
 def _full_matrix(kernel, x1: Tensor, x2: Tensor, variances: dict[str, Tensor], compute_ntk: bool) -> Tensor:
     u, v, w, bias = _first_layer_vectors(kernel, x1, x2, variances)
-    cov = u @ x2.mT
-    var1 = (u * x1).sum(-1, keepdim=True)
-    var2 = (v * x2).sum(-1).unsqueeze(-2)
-    if bias is not None:
-        cov, var1, var2 = cov + bias, var1 + bias, var2 + bias
+    var1, cov, var2 = linear_covariances(x1, x2, w, bias)
     weights, biases = kernel._recursion_layers(cov, False, variances)
     f, f_a, f_c, f_b, f_ab, f_ac, f_bc, f_cc = recursion_partials(
         kernel.activation, var1, cov, var2, weights, biases, compute_ntk
@@ -526,16 +523,13 @@ def _full_matrix(kernel, x1: Tensor, x2: Tensor, variances: dict[str, Tensor], c
     hessian.diagonal(dim1=-3, dim2=-1).add_(f_c.unsqueeze(-1) * w.unsqueeze(-2))
     out = out.reshape(*batch, n * (d + 1), m * (d + 1))
     if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
-        out = 0.5 * (out + out.mT)
+        out = symmetrize(out)
     return out
 
 
 def _diagonal(kernel, x1: Tensor, x2: Tensor, variances: dict[str, Tensor], compute_ntk: bool) -> Tensor:
     u, v, w, bias = _first_layer_vectors(kernel, x1, x2, variances)
-    var1, cov, var2 = (u * x1).sum(-1), (u * x2).sum(-1), (v * x2).sum(-1)
-    if bias is not None:
-        b = bias.squeeze(-1)
-        var1, cov, var2 = var1 + b, cov + b, var2 + b
+    var1, cov, var2 = linear_covariances(x1, x2, w, bias, diag=True)
     weights, biases = kernel._recursion_layers(cov, True, variances)
     f, _, f_c, _, f_ab, f_ac, f_bc, f_cc = recursion_partials(
         kernel.activation, var1, cov, var2, weights, biases, compute_ntk

@@ -9,6 +9,7 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from ..activations import Activation, get_activation
+from ..ops import symmetrize
 from ._contract import as_initial_values, as_integer, check_count, describe_activation
 from .base import VarianceKernel
 
@@ -155,7 +156,7 @@ class DeepNetworkKernel(VarianceKernel):
             theta = (x1 * x2).sum(-1)
         else:
             theta = x1 @ x2.mT
-            theta = 0.5 * (theta + theta.mT) if symmetric else theta
+            theta = symmetrize(theta) if symmetric else theta
         return (theta + 1.0 if self.has_bias else theta), [self.width] * self.depth
 
     def extra_repr(self) -> str:
