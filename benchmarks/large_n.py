@@ -2,7 +2,7 @@
 
 Above GPyTorch's ``max_cholesky_size`` an exact GP is solved by CG and stochastic Lanczos
 quadrature (BBMM), which only needs products ``K v``. gp_ntk kernels return a
-:class:`gp_ntk.lazy.BlockedKernelLinearOperator` there, so each product evaluates the kernel
+:class:`gp_ntk.engine.lazy.BlockedKernelLinearOperator` there, so each product evaluates the kernel
 in blocks of rows and the N x N matrix never exists. This script trains an exact NTK GP for a
 few Adam steps and predicts (mean and LOVE variances) on held-out points, and reports time per
 step, prediction time, test RMSE / 95 % coverage and the peak resident memory above the

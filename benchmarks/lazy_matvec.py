@@ -3,7 +3,7 @@
 
 CG and Lanczos (GPyTorch's inference above ``max_cholesky_size``) only need products ``K V``
 with a few right-hand sides. gp_ntk kernels return a
-:class:`gp_ntk.lazy.BlockedKernelLinearOperator` there, whose product evaluates the kernel one
+:class:`gp_ntk.engine.lazy.BlockedKernelLinearOperator` there, whose product evaluates the kernel one
 row block at a time and multiplies it at once, so memory stays linear in N. This script times
 one product (median of ``--repeats`` after a warm-up) with 1 and with ``--rhs`` right-hand
 sides and samples the peak resident memory above the baseline, next to the size one dense

@@ -235,7 +235,7 @@ def point_statistics(
     Returns:
         ``(..., n, 3L)``: for layer :math:`l` (the input of its activation) columns ``3l, 3l+1,
         3l+2`` hold the variance :math:`v_l`, :math:`\sqrt{v_l}` and :math:`1/\sqrt{v_l}` (0 where
-        :math:`v_l = 0`, scaled by the snapping factor of :func:`correlation`).
+        :math:`v_l = 0`, scaled by the snapping factor of :func:`~gp_ntk.ops.correlation.correlation`).
 
     :func:`block_recursion` takes these for the rows and the columns of a block, so that a
     block of a large matrix costs only its own n x m work.
@@ -338,7 +338,7 @@ def needs_identical_points(activation: Activation) -> bool:
     Positively homogeneous activations of degree 1 (the ReLU family, the identity) are exempt:
     their correlation map has slope exactly 1 at :math:`c = 1` (:math:`\mathbb E[\phi^2] =
     \Sigma\,\mathbb E[\phi'^2]` by Gaussian integration by parts), and the correlation snapping
-    of :func:`correlation` keeps identical points at exactly :math:`c = 1`.
+    of :func:`~gp_ntk.ops.correlation.correlation` keeps identical points at exactly :math:`c = 1`.
     """
     return getattr(activation, "homogeneity_degree", None) != 1.0
 

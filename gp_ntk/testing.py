@@ -11,7 +11,7 @@ indexing, pickling) the properties every gp_ntk-style kernel must have:
 * the dense, row-blocked and lazy evaluations (:mod:`gp_ntk.settings`) in agreement;
 * a ``state_dict`` round trip that reproduces the kernel's values.
 
-A kernel author subclasses it together with :class:`unittest.TestCase` (pytest collects it as
+A kernel author subclasses it together with ``unittest.TestCase`` (pytest collects it as
 well) and supplies :meth:`~NetworkKernelTestCase.create_kernel`:
 
 .. code-block:: python
@@ -64,7 +64,7 @@ def _dense(value: Any) -> Tensor:
 
 
 class NetworkKernelTestCase(BaseKernelTestCase):
-    """Checks any gp_ntk-style kernel must pass; mix in with :class:`unittest.TestCase`.
+    """Checks any gp_ntk-style kernel must pass; mix in with ``unittest.TestCase``.
 
     Class attributes a subclass may change: ``num_features`` and ``num_points`` of the
     generated inputs, ``input_scale`` (their standard deviation), ``gradcheck_tolerances``
@@ -83,9 +83,15 @@ class NetworkKernelTestCase(BaseKernelTestCase):
         raise NotImplementedError(f"{type(self).__name__} must define create_kernel(**kwargs)")
 
     def create_kernel_no_ard(self, **kwargs) -> Kernel:
+        """GPyTorch's kernel without ARD: :meth:`create_kernel`."""
         return self.create_kernel(**kwargs)
 
     def create_kernel_ard(self, num_dims: int, **kwargs) -> Kernel:
+        """GPyTorch's kernel with ARD: :meth:`create_kernel` with ``ard_num_dims=num_dims``.
+
+        Raise ``NotImplementedError`` here for a kernel without ARD (GPyTorch then skips its
+        ARD checks).
+        """
         return self.create_kernel(ard_num_dims=num_dims, **kwargs)
 
     def create_inputs(

@@ -21,11 +21,11 @@ The derivative dual defaults to Price's theorem [Price1958]_,
 
 evaluated by autograd on ``Activation.dual``; every activation shipped here overrides it
 with a closed form. Adding an activation means one class decorated with
-:func:`register_activation`, in the module of its family (:mod:`~gp_ntk.activations.relu_family`,
+:func:`~gp_ntk.activations.base.register_activation`, in the module of its family (:mod:`~gp_ntk.activations.relu_family`,
 :mod:`~gp_ntk.activations.smooth`, :mod:`~gp_ntk.activations.stax`; :mod:`~gp_ntk.activations.numerical`
-for quadrature; the base classes and the registry live in :mod:`~gp_ntk.activations.base`): it then has a name in :data:`ACTIVATIONS` (if it gives one) and its
-:meth:`Activation.examples` are checked by the test suite (against brute-force quadrature,
-Monte Carlo, Price's theorem and, where :meth:`Activation.stax_layer` names one, neural-tangents).
+for quadrature; the base classes and the registry live in :mod:`~gp_ntk.activations.base`): it then has a name in :data:`~gp_ntk.activations.base.ACTIVATIONS` (if it gives one) and its
+:meth:`~gp_ntk.activations.base.Activation.examples` are checked by the test suite (against brute-force quadrature,
+Monte Carlo, Price's theorem and, where :meth:`~gp_ntk.activations.base.Activation.stax_layer` names one, neural-tangents).
 
 Derivatives are taken almost everywhere, as autograd takes them: the step and sign functions
 have :math:`\phi' = 0`, so their NTK contribution through the derivative dual vanishes.

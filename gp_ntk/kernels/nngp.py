@@ -178,7 +178,7 @@ class NNGPKernel(DeepNetworkKernel):
 
     Args:
         depth: number of hidden layers :math:`L \ge 1`.
-        activation: a name from :data:`gp_ntk.activations.ACTIVATIONS` or an
+        activation: a name from :data:`gp_ntk.activations.base.ACTIVATIONS` or an
             :class:`~gp_ntk.activations.Activation` (e.g. ``ArcCos(order=2)``, ``Numerical(torch.tanh)``).
         weight_variance: :math:`\sigma_w^2 > 0`, a number or ``depth + 1`` numbers (per layer).
         bias_variance: :math:`\sigma_b^2 \ge 0`, a number or ``depth + 1`` numbers; 0 disables biases.
