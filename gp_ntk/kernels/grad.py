@@ -68,7 +68,7 @@ from ..activations import (
     Rbf,
     Sin,
 )
-from ..ops import arccos_j, arccos_j_pair, symmetrize
+from ..ops import arccos_j, arccos_j_pair, correlation, symmetrize
 from ..recursion import linear_covariances
 from .arc_cosine import ArcCosineKernel
 from .base import VarianceKernel, check_inputs
@@ -173,8 +173,8 @@ def _homogeneous_partials(
 
 def _rectified_partials(form, var1: Tensor, cov: Tensor, var2: Tensor, compute_ntk: bool):
     degree, j = form
-    s = torch.sqrt(var1) * torch.sqrt(var2)
-    rho = torch.clamp(cov / s, -1.0, 1.0)
+    rho, std1, std2 = correlation(var1, cov, var2)
+    s = std1 * std2
     snap = 1.0 - _SNAP_ULPS * torch.finfo(rho.dtype).eps
     rho = torch.where(rho.abs() >= snap, torch.sign(rho), rho)
     derivatives = j(4 if compute_ntk else 3, rho)
