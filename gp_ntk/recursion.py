@@ -39,7 +39,9 @@ __all__ = [
     "layer_recursion",
     "linear_covariances",
     "needs_identical_points",
+    "output_variances",
     "point_statistics",
+    "shares_variances",
     "zero_variances",
 ]
 
@@ -257,6 +259,19 @@ def zero_variances(stats: Tensor) -> tuple[bool, ...]:
     return tuple(bool(flag) for flag in (stats[..., 0::3] == 0).reshape(-1, stats.shape[-1] // 3).any(0))
 
 
+def output_variances(
+    stats: Tensor,
+    activation: Activation,
+    weight_variances: Sequence[Tensor | float],
+    bias_variances: Sequence[Tensor | None],
+) -> Tensor:
+    """``(..., n, L + 1)``: every layer's variance (the columns of :func:`point_statistics`)
+    and the output's, the variance after the last (activation, affine) layer."""
+    last = stats[..., 3 * (len(weight_variances) - 1)]
+    output = _affine(activation.variance(last), weight_variances[-1], bias_variances[-1])
+    return torch.cat([stats[..., 0::3], output.unsqueeze(-1)], dim=-1)
+
+
 def block_recursion(
     cov: Tensor,
     stats1: Tensor,
@@ -354,7 +369,7 @@ def _identical_pairs(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
         return (var1 == var2) & ((c >= 1.0) | (var1 == 0))
 
 
-def _shared_variances(var1: Tensor, var2: Tensor, symmetric: bool) -> bool:
+def shares_variances(var1: Tensor, var2: Tensor, symmetric: bool) -> bool:
     """Whether a variance of one side occurs on the other (within the side when symmetric),
     a necessary condition for a duplicated point; O(n log n). Batches are pooled, which can
     only add candidates."""
@@ -384,7 +399,7 @@ class _IdenticalPoints:
     ) -> None:
         self.symmetric = symmetric
         compiling = torch.compiler.is_compiling()
-        if not compiling and (distinct or not _shared_variances(stats1[..., 0], stats2[..., 0], symmetric)):
+        if not compiling and (distinct or not shares_variances(stats1[..., 0], stats2[..., 0], symmetric)):
             # no two points share a first-layer variance: no duplicates, and no n x m search
             self.mask = None
             return

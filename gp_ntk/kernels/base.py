@@ -23,7 +23,9 @@ from ..recursion import (
     layer_recursion,
     linear_covariances,
     needs_identical_points,
+    output_variances,
     point_statistics,
+    shares_variances,
     zero_variances,
 )
 from ._contract import (
@@ -605,25 +607,16 @@ class VarianceKernel(Kernel):
             self._check_underflow(points, stats, weights, biases)
         group = None
         if needs_identical_points(self.activation) and not torch.compiler.is_compiling():
-            with torch.no_grad():
-                if var.numel() == torch.unique(var.reshape(-1)).numel():
-                    group = object()
+            if not shares_variances(var, var, symmetric=True):
+                group = object()
         return Side(points, stats, zero_variances(stats), exponents, group)
-
-    def _output_variances(self, stats: Tensor, weights: list, biases: list) -> Tensor:
-        """``(..., n, L + 1)``: every layer's variance (``stats``' columns) and the output's."""
-        last = stats[..., 3 * (len(weights) - 1)]
-        output = self.activation.variance(last)
-        w, b = weights[-1], biases[-1]
-        output = w * output if b is None else w * output + b
-        return torch.cat([stats[..., 0::3], output.unsqueeze(-1)], dim=-1)
 
     def _check_underflow(self, points: Tensor, stats: Tensor, weights: list, biases: list) -> None:
         """Raise ``FloatingPointError`` where a variance of a non-zero input reaches 0 or a
         subnormal number: the kernel values of such a point would be rounding noise."""
         with torch.no_grad():
             tiny = torch.finfo(stats.dtype).tiny
-            var = self._output_variances(stats, weights, biases)
+            var = output_variances(stats, self.activation, weights, biases)
             nonzero_input = (points != 0).any(-1)
             # finite values only: overflow and NaN are reported by _checked_output
             low = (var < tiny) & torch.isfinite(var)
@@ -864,7 +857,7 @@ class VarianceKernel(Kernel):
                 side = self._side(x, variances, check=False)
                 rescaled = rescaled or side.exponents is not None
                 weights, biases = self._recursion_layers(side.stats[..., 0], True, variances)
-                var = self._output_variances(side.stats, weights, biases)
+                var = output_variances(side.stats, self.activation, weights, biases)
                 bad = ~torch.isfinite(var)
                 if not bool(bad.any()):
                     continue
