@@ -25,7 +25,35 @@ from __future__ import annotations
 import threading
 from typing import Any, ClassVar
 
-__all__ = ["block_evaluation", "check_finite", "compile_kernels", "lazy_evaluation"]
+import gpytorch
+
+__all__ = ["block_evaluation", "check_finite", "cholesky_jitter", "compile_kernels", "lazy_evaluation"]
+
+# The jitter policy of every gp_ntk routine that factorises a kernel matrix: GPyTorch's own
+# defaults (1e-6 in float32, 1e-8 in float64) scaled up together on each retry.
+JITTER_FLOAT = 1e-6
+JITTER_DOUBLE = 1e-8
+
+
+def cholesky_jitter(scale: float = 1.0) -> gpytorch.settings.cholesky_jitter:
+    r"""GPyTorch's ``cholesky_jitter`` at ``scale`` times gp_ntk's base jitter.
+
+    The one jitter policy of gp_ntk: a fit that fails to factorise a kernel matrix
+    (:func:`gp_ntk.fit`, :func:`gp_ntk.bo.fit_bo_model`, :func:`gp_ntk.bo.run_bo`) retries
+    under :math:`s \cdot 10^{-8}` added to the diagonal in float64 and :math:`s \cdot 10^{-6}`
+    in float32 (GPyTorch's defaults at :math:`s = 1`), with :math:`s` growing by a constant
+    factor per retry; a model fitted under a larger jitter is queried under the same one.
+
+    >>> import torch
+    >>> with cholesky_jitter(100.0):
+    ...     gpytorch.settings.cholesky_jitter.value(torch.float64)
+    1e-06
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0 or scale == float("inf"):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    return gpytorch.settings.cholesky_jitter(
+        float_value=JITTER_FLOAT * scale, double_value=JITTER_DOUBLE * scale
+    )
 
 
 class _Overrides(threading.local):

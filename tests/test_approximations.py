@@ -219,6 +219,7 @@ def test_sgpr_with_network_kernel():
     ids=["nngp", "random-feature", "erf"],
 )
 def test_botorch_matheron_paths_match_the_posterior(covar):
+    import gp_ntk.bo  # noqa: F401  (registers the pathwise feature maps)
     from botorch.models import SingleTaskGP
     from botorch.sampling.pathwise import draw_matheron_paths
 
@@ -239,6 +240,7 @@ def test_botorch_matheron_paths_match_the_posterior(covar):
 
 @pytest.mark.slow
 def test_botorch_optimal_samples_with_network_kernel():
+    import gp_ntk.bo  # noqa: F401  (registers the pathwise feature maps)
     from botorch.acquisition.utils import get_optimal_samples
     from botorch.models import SingleTaskGP
 

@@ -427,11 +427,11 @@ def test_make_bo_model_refuses_bad_data_by_name() -> None:
     X, Y = _data(8, 2)
     bad_Y = Y.clone()
     bad_Y[3] = math.nan
-    with pytest.raises(ValueError, match="train_Y has NaN or infinite entries in 1 row"):
+    with pytest.raises(ValueError, match="train_Y contains NaN or infinite values in 1 row"):
         bo.make_bo_model(X, bad_Y, _unit_bounds(2))
     bad_X = X.clone()
     bad_X[0, 1] = math.inf
-    with pytest.raises(ValueError, match="train_X has NaN"):
+    with pytest.raises(ValueError, match="train_X contains NaN"):
         bo.make_bo_model(bad_X, Y, _unit_bounds(2))
     with pytest.raises(ValueError, match="train_Y must have shape"):
         bo.make_bo_model(X, Y[:-1], _unit_bounds(2))
@@ -619,7 +619,7 @@ def _replace_optimizer(monkeypatch, make_candidates):
     def fake_optimize_acqf(acq_function, bounds, q, **kwargs):
         return make_candidates(bounds, q), torch.zeros(())
 
-    monkeypatch.setattr(bo, "optimize_acqf", fake_optimize_acqf)
+    monkeypatch.setattr(bo.loop, "optimize_acqf", fake_optimize_acqf)
 
 
 def test_run_bo_clamps_candidates_outside_the_bounds(monkeypatch) -> None:
@@ -675,7 +675,7 @@ def test_run_bo_refits_with_jitter_when_a_fit_fails_once(monkeypatch) -> None:
             raise NotPSDError("injected failure")
         return fit_gpytorch_mll(mll, **kwargs)
 
-    monkeypatch.setattr(bo, "fit_gpytorch_mll", fails_on_second_call)
+    monkeypatch.setattr(bo.fitting, "fit_gpytorch_mll", fails_on_second_call)
     problem = _branin()
     result = bo.run_bo(problem, problem.bounds.to(DTYPE), 8, num_initial=5, **SMALL)
     retries = result.events_of("fit_retry")
@@ -694,7 +694,7 @@ def test_run_bo_falls_back_to_random_points_when_fit_or_acquisition_keeps_failin
     def always_fails(mll, **kwargs):
         raise NotPSDError("injected failure")
 
-    monkeypatch.setattr(bo, "fit_gpytorch_mll", always_fails)
+    monkeypatch.setattr(bo.fitting, "fit_gpytorch_mll", always_fails)
     with caplog.at_level(logging.WARNING, logger="gp_ntk.bo"):
         result = bo.run_bo(problem, bounds, 7, num_initial=5, max_fit_attempts=2, **SMALL)
     assert len(result.events_of("fit_failed")) == 2
@@ -705,7 +705,7 @@ def test_run_bo_falls_back_to_random_points_when_fit_or_acquisition_keeps_failin
     def broken_optimizer(*args, **kwargs):
         raise RuntimeError("injected: acquisition optimisation diverged")
 
-    monkeypatch.setattr(bo, "optimize_acqf", broken_optimizer)
+    monkeypatch.setattr(bo.loop, "optimize_acqf", broken_optimizer)
     result = bo.run_bo(problem, bounds, 7, num_initial=5, **SMALL)
     assert len(result.events_of("acquisition_failed")) == 2
     assert result.X.shape == (7, 2) and torch.isfinite(result.Y).all()
@@ -878,9 +878,9 @@ def test_log_regret_floors_and_marks_missing_values() -> None:
 @pytest.mark.slow
 def test_corner_diagnostic_counts_boundary_proposals() -> None:
     benchmark = _load(ROOT / "benchmarks" / "bo.py", "gp_ntk_benchmark_bo_corners")
-    optimizer = bo.optimize_acqf
+    optimizer = bo.loop.optimize_acqf
     text = benchmark.corner_diagnostic("branin-2-quick", ["nngp-relu"], [0], restarts=2, raw_samples=16)
-    assert bo.optimize_acqf is optimizer  # the recording wrapper is removed again
+    assert bo.loop.optimize_acqf is optimizer  # the recording wrapper is removed again
     row = next(line for line in text.splitlines() if line.startswith("| NNGP (ReLU, 3) |"))
     shares = [float(cell.strip().rstrip("%")) for cell in row.split("|")[2:4]]
     assert all(0 <= share <= 100 for share in shares)

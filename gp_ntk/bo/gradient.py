@@ -17,7 +17,7 @@ from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNorm
 from linear_operator import to_linear_operator
 from torch import Tensor
 
-from .kernels.grad import NNGPKernelGrad
+from ..kernels.grad import NNGPKernelGrad
 
 __all__ = ["GradientEnhancedGP"]
 
@@ -49,7 +49,7 @@ class GradientEnhancedGP(Model):
 
     Example:
         >>> import torch, gp_ntk
-        >>> from gp_ntk.gradient_bo import GradientEnhancedGP
+        >>> from gp_ntk.bo import GradientEnhancedGP
         >>> x = torch.rand(6, 2, dtype=torch.float64) * 2 - 1
         >>> model = GradientEnhancedGP(x, (x**2).sum(-1, keepdim=True), 2 * x)
         >>> model.posterior(torch.zeros(4, 1, 2, dtype=torch.float64)).mean.shape

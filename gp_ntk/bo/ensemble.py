@@ -15,7 +15,7 @@ becomes ``diag_reg`` unless one is given.
 
 Example:
     >>> import botorch
-    >>> from gp_ntk.ensemble import TrainedEnsembleModel
+    >>> from gp_ntk.bo import TrainedEnsembleModel
     >>> train_X = 2 * torch.rand(10, 2, dtype=torch.float64) - 1
     >>> train_Y = -(train_X**2).sum(-1, keepdim=True)
     >>> model = TrainedEnsembleModel(train_X, train_Y, gp_ntk.NTKKernel(depth=3).double(), t=100.0)
@@ -36,9 +36,9 @@ from gpytorch.kernels import Kernel
 from linear_operator.operators import DenseLinearOperator
 from torch import Tensor
 
-from . import dynamics
-from .fitting import fit
-from .models import ExactGPModel
+from .. import dynamics
+from ..fitting import fit
+from ..models import ExactGPModel
 
 __all__ = ["TrainedEnsembleModel", "fit_nngp_variances"]
 
