@@ -46,7 +46,6 @@ from .empirical import EmpiricalNTKKernel, empirical_ntk, linearize
 from .fitting import FitError, FitResult, fit
 from .kernels import (
     ArcCosineKernel,
-    UnitVarianceKernel,
     ArcCosineKernelGrad,
     ErfKernel,
     ErfKernelGrad,
@@ -54,6 +53,7 @@ from .kernels import (
     NNGPKernelGrad,
     NTKKernel,
     NTKKernelGrad,
+    UnitVarianceKernel,
 )
 from .lazy import BlockedKernelLinearOperator
 from .models import ExactGPModel, VariationalGPModel
