@@ -49,7 +49,12 @@ def cholesky_jitter(scale: float = 1.0) -> gpytorch.settings.cholesky_jitter:
     ...     gpytorch.settings.cholesky_jitter.value(torch.float64)
     1e-06
     """
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0 or scale == float("inf"):
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, int | float)
+        or not scale > 0
+        or scale == float("inf")
+    ):
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     return gpytorch.settings.cholesky_jitter(
         float_value=JITTER_FLOAT * scale, double_value=JITTER_DOUBLE * scale

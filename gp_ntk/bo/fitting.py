@@ -111,5 +111,3 @@ def fit_bo_model(
     model.load_state_dict(initial_state)
     model.eval()
     return FitReport(False, max_attempts, jitter / 100.0, time.perf_counter() - start, messages)
-
-

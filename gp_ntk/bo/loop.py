@@ -156,7 +156,9 @@ def _log_noisy_expected_improvement(model: Model, train_X: Tensor, train_Y: Tens
     return qLogNoisyExpectedImprovement(model, X_baseline=train_X, prune_baseline=True)
 
 
-def _upper_confidence_bound(model: Model, train_X: Tensor, train_Y: Tensor, *, beta: float) -> AcquisitionFunction:
+def _upper_confidence_bound(
+    model: Model, train_X: Tensor, train_Y: Tensor, *, beta: float
+) -> AcquisitionFunction:
     return qUpperConfidenceBound(model, beta=beta)
 
 

@@ -210,5 +210,3 @@ def make_bo_model(
         input_transform=input_transform,
         outcome_transform=outcome_transform,
     )
-
-
