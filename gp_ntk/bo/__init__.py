@@ -7,29 +7,29 @@ Every gp_ntk kernel is a GPyTorch ``Kernel``, so adopting one in BoTorch is one 
 
 This module adds what that line leaves to the user:
 
-* :class:`CenteredNormalize` (:mod:`gp_ntk.bo.transforms`), an input transform onto
+* :class:`~gp_ntk.bo.CenteredNormalize` (:mod:`gp_ntk.bo.transforms`), an input transform onto
   :math:`[-1, 1]^d`. NNGP/NTK kernels are dot-product kernels: they see inputs through angles
   at the origin. BoTorch's ``Normalize`` puts every input in :math:`[0, 1]^d`, a single
   orthant, where all pairwise angles are small and the kernel is nearly constant
   (``docs/kernels.md#11-pitfall-centre-your-inputs``). Centring the search box on the origin
   restores the angles.
-* :func:`bo_kernel` and :func:`make_bo_model` (:mod:`gp_ntk.bo.models`, priors in
+* :func:`~gp_ntk.bo.bo_kernel` and :func:`~gp_ntk.bo.make_bo_model` (:mod:`gp_ntk.bo.models`, priors in
   :mod:`gp_ntk.bo.priors`): a ``ScaleKernel``-wrapped network kernel with
   priors that make its hyperparameters identifiable, inside a ``SingleTaskGP`` with the
   centring transform and ``Standardize``. The choices and the measurements behind them are in
   ``docs/bo.md``. :class:`~gp_ntk.kernels.UnitVarianceKernel` optionally divides out a network kernel's prior
   variance, which otherwise grows towards the corners of the box.
-* :func:`fit_bo_model` (:mod:`gp_ntk.bo.fitting`): BoTorch's ``fit_gpytorch_mll``, retried
+* :func:`~gp_ntk.bo.fit_bo_model` (:mod:`gp_ntk.bo.fitting`): BoTorch's ``fit_gpytorch_mll``, retried
   from the initial hyperparameters with 100x more Cholesky jitter when it fails.
-* :func:`run_bo` (:mod:`gp_ntk.bo.loop`): a complete, fault-tolerant BO loop (Sobol initial design, fit, acquisition
+* :func:`~gp_ntk.bo.run_bo` (:mod:`gp_ntk.bo.loop`): a complete, fault-tolerant BO loop (Sobol initial design, fit, acquisition
   optimisation, evaluation) that reports and recovers from NaN objective values, candidates
   outside the bounds or repeating earlier ones, failed fits and failed acquisition
   optimisations, and records the wall time of every iteration. What it cannot recover from
-  (the objective raising, say) stops it with :class:`BOError`, which keeps every evaluation
+  (the objective raising, say) stops it with :class:`~gp_ntk.bo.BOError`, which keeps every evaluation
   made so far as ``error.result``.
 
-* :class:`TrainedEnsembleModel` (:mod:`gp_ntk.bo.ensemble`), the trained ensemble of wide
-  networks as a BoTorch model, and :class:`GradientEnhancedGP` (:mod:`gp_ntk.bo.gradient`),
+* :class:`~gp_ntk.bo.TrainedEnsembleModel` (:mod:`gp_ntk.bo.ensemble`), the trained ensemble of wide
+  networks as a BoTorch model, and :class:`~gp_ntk.bo.GradientEnhancedGP` (:mod:`gp_ntk.bo.gradient`),
   an exact GP on values and gradients.
 * :mod:`gp_ntk.bo.pathwise`: BoTorch's pathwise feature maps (``draw_matheron_paths``,
   Thompson sampling) for the network kernels, registered on import of this package.

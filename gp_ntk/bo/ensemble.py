@@ -1,6 +1,6 @@
 r"""A BoTorch model whose posterior is a trained ensemble of infinitely wide networks.
 
-:class:`TrainedEnsembleModel` answers "what would a wide network, trained by gradient descent
+:class:`~gp_ntk.bo.TrainedEnsembleModel` answers "what would a wide network, trained by gradient descent
 for time :math:`t`, predict here, and how sure is it": its posterior at ``X`` is
 :func:`gp_ntk.dynamics.gradient_descent_mse_ensemble` at ``X`` and time ``t`` (``t=None`` is the
 end of training), in the ``"ntk"`` (every layer trained), ``"nngp"`` (read-out trained) or

@@ -1,9 +1,9 @@
-r"""Fitting a BoTorch surrogate that may fail numerically: :func:`fit_bo_model`.
+r"""Fitting a BoTorch surrogate that may fail numerically: :func:`~gp_ntk.bo.fit_bo_model`.
 
 BoTorch's ``fit_gpytorch_mll`` restarts from prior samples when its optimiser warns (its own
 retry machinery, used as it is). What it does not do is raise the Cholesky jitter when every
 attempt fails to factorise the kernel matrix, which network kernels on clustered BO designs do;
-:func:`fit_bo_model` adds that one policy (:func:`gp_ntk.settings.cholesky_jitter`) and keeps
+:func:`~gp_ntk.bo.fit_bo_model` adds that one policy (:func:`gp_ntk.settings.cholesky_jitter`) and keeps
 the model in a known state whatever happens.
 """
 
@@ -36,7 +36,7 @@ NUMERICAL_FAILURES = (ModelFittingError, NotPSDError, NanError, ArithmeticError,
 
 @dataclass
 class FitReport:
-    """Outcome of :func:`fit_bo_model`: attempts made, the jitter that worked, messages."""
+    """Outcome of :func:`~gp_ntk.bo.fit_bo_model`: attempts made, the jitter that worked, messages."""
 
     succeeded: bool
     attempts: int
@@ -68,7 +68,7 @@ def fit_bo_model(
     (a ``TypeError`` in ``fit``, Ctrl-C) also restores the initial state, then propagates.
 
     Query a model fitted with a larger jitter under the same jitter
-    (``with report.jitter_context():``), as :func:`run_bo` does.
+    (``with report.jitter_context():``), as :func:`~gp_ntk.bo.run_bo` does.
 
     Args:
         model: a BoTorch GPyTorch model with a ``likelihood``.

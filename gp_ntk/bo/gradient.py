@@ -1,6 +1,6 @@
 r"""Gradient-enhanced Bayesian optimisation: a BoTorch model that learns from values and gradients.
 
-:class:`GradientEnhancedGP` is an exact GP on the joint process :math:`(f, \nabla f)` with a
+:class:`~gp_ntk.bo.GradientEnhancedGP` is an exact GP on the joint process :math:`(f, \nabla f)` with a
 kernel in GPyTorch's ``RBFKernelGrad`` layout (by default ``NNGPKernelGrad``, or any
 ``*KernelGrad``), trained on observations of both. To acquisition functions it is a
 single-output BoTorch model: :meth:`~GradientEnhancedGP.posterior` returns the posterior of

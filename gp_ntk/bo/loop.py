@@ -1,10 +1,10 @@
-r"""A complete, fault-tolerant BO loop: :func:`run_bo`.
+r"""A complete, fault-tolerant BO loop: :func:`~gp_ntk.bo.run_bo`.
 
 Sobol initial design, fit (:func:`~gp_ntk.bo.fit_bo_model`), acquisition optimisation
 (BoTorch's ``optimize_acqf``), evaluation; it reports and recovers from NaN objective values,
 candidates outside the bounds or repeating earlier ones, failed fits and failed acquisition
 optimisations, and records the wall time of every iteration. What it cannot recover from (the
-objective raising, say) stops it with :class:`BOError`, which keeps every evaluation made so far
+objective raising, say) stops it with :class:`~gp_ntk.bo.BOError`, which keeps every evaluation made so far
 as ``error.result``. BoTorch maximises; negate an objective to minimise it.
 """
 
@@ -49,7 +49,7 @@ EVENT_KINDS = (
 
 @dataclass(frozen=True)
 class BOEvent:
-    """Something :func:`run_bo` recovered from: where, what, and what it did instead."""
+    """Something :func:`~gp_ntk.bo.run_bo` recovered from: where, what, and what it did instead."""
 
     iteration: int
     kind: str
@@ -58,7 +58,7 @@ class BOEvent:
 
 @dataclass
 class BOResult:
-    """Everything a :func:`run_bo` run evaluated, in order.
+    """Everything a :func:`~gp_ntk.bo.run_bo` run evaluated, in order.
 
     ``X`` (``N x d``) and ``Y`` (``N``) hold every evaluation, failed ones (``Y`` NaN)
     included; ``iteration[i]`` is the loop iteration that proposed evaluation ``i`` (0 for the
@@ -103,9 +103,9 @@ class BOResult:
 
 
 class BOError(RuntimeError):
-    """:func:`run_bo` stopped by an error it does not recover from; nothing evaluated is lost.
+    """:func:`~gp_ntk.bo.run_bo` stopped by an error it does not recover from; nothing evaluated is lost.
 
-    ``result`` is the :class:`BOResult` of every evaluation made before the error (complete
+    ``result`` is the :class:`~gp_ntk.bo.BOResult` of every evaluation made before the error (complete
     iterations; the initial design counts as iteration 0), ``candidates`` the points being
     proposed or evaluated when it happened (``None`` if none were), ``iteration`` that
     iteration. The original exception is ``__cause__``.
@@ -163,7 +163,7 @@ def _upper_confidence_bound(
 
 
 class _Loop:
-    """State of one :func:`run_bo` run; the public function only checks and wires arguments."""
+    """State of one :func:`~gp_ntk.bo.run_bo` run; the public function only checks and wires arguments."""
 
     def __init__(self, objective, bounds, generator, duplicate_tolerance, progress_bar) -> None:
         self.objective = objective
@@ -295,7 +295,7 @@ def run_bo(
 ) -> BOResult:
     r"""Maximise ``objective`` over the box ``bounds`` by Bayesian optimisation.
 
-    Each iteration fits a fresh surrogate to all finite observations (:func:`fit_bo_model`),
+    Each iteration fits a fresh surrogate to all finite observations (:func:`~gp_ntk.bo.fit_bo_model`),
     optimises the acquisition function over the box with BoTorch's ``optimize_acqf``, and
     evaluates ``batch_size`` candidates, until ``num_evaluations`` evaluations are spent. The
     initial design is a scrambled Sobol sample (or ``initial_X``).
@@ -316,7 +316,7 @@ def run_bo(
     Nothing evaluated is lost when the loop cannot go on. Any other exception (the objective
     raising, returning ``None`` or the wrong number of values, a surrogate factory or
     ``callback`` raising anything but a numerical failure) stops the run with a
-    :class:`BOError` whose ``result`` holds every evaluation made so far and whose
+    :class:`~gp_ntk.bo.BOError` whose ``result`` holds every evaluation made so far and whose
     ``__cause__`` is the original exception; Ctrl-C propagates as ``KeyboardInterrupt`` with
     the same partial result as its ``result`` attribute.
 
@@ -325,7 +325,7 @@ def run_bo(
         bounds: ``2 x d`` float tensor; its dtype and device are used throughout (float64
             recommended, as in BoTorch).
         num_evaluations: total evaluation budget, initial design included.
-        surrogate: a kernel name for :func:`make_bo_model` (``"nngp"``, ``"ntk"``, ``"arccos"``,
+        surrogate: a kernel name for :func:`~gp_ntk.bo.make_bo_model` (``"nngp"``, ``"ntk"``, ``"arccos"``,
             ``"erf"``), a callable ``(train_X, train_Y, bounds) -> Model`` (``train_Y`` is
             ``n x 1``), or ``"random"``/``None`` for random search.
         acquisition: ``"qlognei"`` (``qLogNoisyExpectedImprovement`` on the observed inputs),
@@ -336,7 +336,7 @@ def run_bo(
             capped at 20.
         initial_X: explicit initial design (``n x d``, inside the bounds); overrides ``num_initial``.
         num_restarts, raw_samples: ``optimize_acqf``'s multi-start settings.
-        max_fit_attempts: see :func:`fit_bo_model`.
+        max_fit_attempts: see :func:`~gp_ntk.bo.fit_bo_model`.
         duplicate_tolerance: repeat threshold, as a fraction of the box width.
         seed: seeds the initial design, the random fallbacks and BoTorch's MC samplers.
         progress: show a tqdm progress bar with the best value so far; default: when standard

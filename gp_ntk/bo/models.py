@@ -1,8 +1,8 @@
-r"""BoTorch surrogates with a network kernel: :func:`bo_kernel` and :func:`make_bo_model`.
+r"""BoTorch surrogates with a network kernel: :func:`~gp_ntk.bo.bo_kernel` and :func:`~gp_ntk.bo.make_bo_model`.
 
-:func:`bo_kernel` is :func:`gp_ntk.models.make_kernel` (the one kernel factory) with the priors
+:func:`~gp_ntk.bo.bo_kernel` is :func:`gp_ntk.models.make_kernel` (the one kernel factory) with the priors
 of :mod:`gp_ntk.bo.priors`, optionally :class:`~gp_ntk.kernels.UnitVarianceKernel`, inside a
-``ScaleKernel``. :func:`make_bo_model` puts it in a ``SingleTaskGP`` with
+``ScaleKernel``. :func:`~gp_ntk.bo.make_bo_model` puts it in a ``SingleTaskGP`` with
 :class:`~gp_ntk.bo.CenteredNormalize` and ``Standardize``. The choices and the measurements
 behind them are in ``docs/bo.md``.
 """
@@ -43,7 +43,7 @@ def bo_kernel(
 ) -> ScaleKernel:
     r"""A network kernel for BO surrogates: ``ScaleKernel(kernel)`` with priors and constraints.
 
-    For inputs in :math:`[-1, 1]^d` (see :class:`CenteredNormalize`) and standardised outcomes.
+    For inputs in :math:`[-1, 1]^d` (see :class:`~gp_ntk.bo.CenteredNormalize`) and standardised outcomes.
 
     Priors (with ``priors=True``; LogNormal, given by their mode and log-scale :math:`s`):
 
@@ -72,7 +72,7 @@ def bo_kernel(
         activation: activation of the NNGP/NTK (any name or object gp_ntk accepts).
         ard: one first-layer weight variance per input feature (same prior).
         priors: attach the priors above (``False``: plain ``Positive`` parameters, no priors).
-        normalize: wrap the kernel in :class:`UnitVarianceKernel` (unit prior variance
+        normalize: wrap the kernel in :class:`~gp_ntk.kernels.UnitVarianceKernel` (unit prior variance
             everywhere, the outputscale is then the prior variance). Off by default: in
             ``docs/bo.md``'s benchmark it helps on some problems (Hartmann-6, Hartmann-6 in
             100-D) and costs on others (Levy-10 and Levy-30 on their standard boxes).
@@ -154,7 +154,7 @@ def make_bo_model(
     input_transform=CenteredNormalize(d, bounds), outcome_transform=Standardize(m))`` with
     BoTorch's default likelihood (inferred noise, LogNormal prior, noise at least
     :math:`10^{-4}`) and constant mean. Fit it with ``fit_gpytorch_mll`` (or
-    :func:`fit_bo_model`) and use it with any BoTorch acquisition function.
+    :func:`~gp_ntk.bo.fit_bo_model`) and use it with any BoTorch acquisition function.
 
     Args:
         train_X: ``(..., n, d)`` observed inputs in the original units.
@@ -162,11 +162,11 @@ def make_bo_model(
             (a batched kernel).
         bounds: ``2 x d`` search box; it is mapped onto :math:`[-1, 1]^d`. Without it the box
             is learnt from ``train_X``, which moves the origin as data accrue: pass the bounds.
-        kernel: a name for :func:`bo_kernel` (``"nngp"``, ``"ntk"``, ``"arccos"``, ``"erf"``) or
+        kernel: a name for :func:`~gp_ntk.bo.bo_kernel` (``"nngp"``, ``"ntk"``, ``"arccos"``, ``"erf"``) or
             any kernel, used as the covariance module as it is.
         train_Yvar: known observation noise variances (then a fixed-noise likelihood).
-        depth, activation, ard, priors, normalize, kernel_kwargs: passed to :func:`bo_kernel`.
-        input_transform: replaces :class:`CenteredNormalize`.
+        depth, activation, ard, priors, normalize, kernel_kwargs: passed to :func:`~gp_ntk.bo.bo_kernel`.
+        input_transform: replaces :class:`~gp_ntk.bo.CenteredNormalize`.
         outcome_transform: replaces ``Standardize(m)``.
     """
     _check_training_data(train_X, train_Y)

@@ -24,7 +24,7 @@ __all__ = ["RandomFeatureMap", "gen_kernel_features"]
 
 
 class RandomFeatureMap(FeatureMap):
-    """A BoTorch pathwise feature map from a :class:`RandomFeatureKernel`'s features."""
+    """A BoTorch pathwise feature map from a :class:`~gp_ntk.approximations.RandomFeatureKernel`'s features."""
 
     def __init__(self, kernel: RandomFeatureKernel, num_inputs: int) -> None:
         super().__init__()
@@ -53,7 +53,7 @@ class RandomFeatureMap(FeatureMap):
 
 def gen_kernel_features(kernel: Kernel, num_inputs: int, num_outputs: int, **kwargs) -> RandomFeatureMap:
     """BoTorch feature-map generator: ``num_outputs`` random features of a network kernel, or a
-    :class:`RandomFeatureKernel`'s own features (then the prior paths are exact for that kernel)."""
+    :class:`~gp_ntk.approximations.RandomFeatureKernel`'s own features (then the prior paths are exact for that kernel)."""
     if isinstance(kernel, RandomFeatureKernel):
         return RandomFeatureMap(kernel, num_inputs)
     # RandomFeatureKernel.features applies the base kernel's active_dims itself
