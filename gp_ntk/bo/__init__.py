@@ -51,6 +51,11 @@ to minimise.
 
 from __future__ import annotations
 
+try:
+    import botorch  # noqa: F401
+except ImportError as error:  # pragma: no cover - exercised in a subprocess by tests/test_package.py
+    raise ImportError("gp_ntk.bo needs BoTorch, an optional dependency: pip install gp_ntk[bo]") from error
+
 from ..kernels import UnitVarianceKernel
 from ..validation import check_bounds
 from . import ensemble, fitting, gradient, loop, models, pathwise, priors, transforms
