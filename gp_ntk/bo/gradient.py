@@ -18,6 +18,7 @@ from linear_operator import to_linear_operator
 from torch import Tensor
 
 from ..kernels.grad import NNGPKernelGrad
+from ..validation import check_tensor
 
 __all__ = ["GradientEnhancedGP"]
 
@@ -67,9 +68,10 @@ class GradientEnhancedGP(Model):
         noise_floor: float = 1e-6,
     ) -> None:
         super().__init__()
-        if train_X.dim() != 2:
-            raise ValueError(f"train_X must be (n, d), got shape {tuple(train_X.shape)}")
+        check_tensor(train_X, "train_X", ndim=2)
         n, d = train_X.shape
+        check_tensor(train_Y, "train_Y")
+        check_tensor(train_grad, "train_grad")
         if train_Y.shape != (n, 1):
             raise ValueError(f"train_Y must be (n, 1) = ({n}, 1), got shape {tuple(train_Y.shape)}")
         if train_grad.shape != (n, d):
