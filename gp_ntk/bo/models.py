@@ -52,7 +52,8 @@ def bo_kernel(
       so a tight prior pins it and leaves the overall scale to the ``ScaleKernel``.
     * ``bias_variance``: mode 0.1, :math:`s = 1`. The bias sets how much a constant offset
       (and, through the layers, the origin) counts against the input signal; a broad prior
-      keeps it learnable, the small mode keeps inputs dominant (``docs/kernels.md`` section 11).
+      keeps it learnable, the small mode keeps inputs dominant
+      (``docs/kernels.md#11-pitfall-centre-your-inputs``).
     * ``outputscale``: mode 1, :math:`s = 1`, for standardised outcomes.
 
     All three are initialised at their modes and kept above :math:`10^{-4}` (the weight

@@ -2,7 +2,7 @@ r"""Priors and constraints that make a network kernel's hyperparameters identifi
 
 For inputs in :math:`[-1, 1]^d` (:class:`~gp_ntk.bo.CenteredNormalize`) and standardised
 outcomes. Every prior is a GPyTorch ``LogNormalPrior`` given by its mode and log-scale
-:math:`s`; the measurements behind the values are in ``docs/bo.md#why-these-defaults``.
+:math:`s`; the measurements behind the values are in ``docs/bo.md#3-why-these-defaults-measured``.
 
 The dimension enters in one place, :func:`weight_variance_mode`: Williams' erf kernel and Cho &
 Saul's arc-cosine kernel sum over input features without dividing by :math:`d`, so their weight

@@ -2,8 +2,8 @@ r"""Input transforms for dot-product kernels: the search box centred on the orig
 
 NNGP/NTK kernels see inputs through angles at the origin. BoTorch's ``Normalize`` puts every
 input in :math:`[0, 1]^d`, a single orthant, where all pairwise angles are small and the kernel
-nearly constant (``docs/kernels.md#11-pitfall-centre-your-inputs``); :class:`~gp_ntk.bo.CenteredNormalize` maps the box onto
-:math:`[-1, 1]^d` instead.
+nearly constant (``docs/kernels.md#11-pitfall-centre-your-inputs``);
+:class:`~gp_ntk.bo.CenteredNormalize` maps the box onto :math:`[-1, 1]^d` instead.
 
 It derives from BoTorch's ``AffineInputTransform``, the base of ``Normalize``, rather than from
 ``Normalize`` itself: ``Normalize(center=0)`` maps onto :math:`[-1/2, 1/2]^d` (unit range, not
