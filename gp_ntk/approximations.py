@@ -285,12 +285,3 @@ class RandomFeatureKernel(Kernel):
         if symmetric:
             return LowRankRootLinearOperator(z1)
         return MatmulLinearOperator(z1, z2.transpose(-1, -2))
-
-
-def __getattr__(name: str):
-    # the BoTorch pathwise bridge lives with the other BoTorch pieces; its names stay reachable here
-    if name in ("RandomFeatureMap", "gen_kernel_features"):
-        from .bo import pathwise
-
-        return getattr(pathwise, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
