@@ -679,15 +679,15 @@ def corner_diagnostic(
             proposed.append(candidates.detach().reshape(-1, bounds.shape[1]).clone())
             return candidates, values
 
-        original = gp_bo.optimize_acqf
-        gp_bo.optimize_acqf = recording_optimizer
+        original = gp_bo.loop.optimize_acqf
+        gp_bo.loop.optimize_acqf = recording_optimizer
         finals = []
         try:
             for seed in seeds:
                 record = run_one(problem, surrogate, seed, restarts, raw_samples)
                 finals.append(record["log_regret"][-1])
         finally:
-            gp_bo.optimize_acqf = original
+            gp_bo.loop.optimize_acqf = original
         if not proposed:
             continue
         unit = (torch.cat(proposed) - bounds[0]) / width

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Bayesian optimisation with what a wide network trained for time t would predict.
 
-``gp_ntk.ensemble.TrainedEnsembleModel`` is a BoTorch model whose posterior is the ensemble of
+``gp_ntk.bo.TrainedEnsembleModel`` is a BoTorch model whose posterior is the ensemble of
 infinitely wide networks trained by gradient descent on the data for time ``t``
 (``gp_ntk.dynamics``): early in training the networks have learnt only the top eigenmodes of
 the NTK and are unsure everywhere; at ``t = None`` (infinity) they interpolate the data. This
@@ -33,7 +33,7 @@ from botorch.optim import optimize_acqf  # noqa: E402
 from botorch.test_functions import StyblinskiTang  # noqa: E402
 
 import gp_ntk  # noqa: E402
-from gp_ntk.ensemble import TrainedEnsembleModel  # noqa: E402
+from gp_ntk.bo import TrainedEnsembleModel  # noqa: E402
 
 DTYPE = torch.float64
 TIMES = {"t = 10": 10.0, "t = 1000": 1000.0, "t = inf": None}

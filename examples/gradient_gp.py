@@ -11,7 +11,7 @@ What it shows
    intervals, and writes ``gradient_gp_fits.png`` (true surface and every model's mean).
 2. **Gradient-enhanced BO.** On Branin (negated, on [-1, 1]^2) a BoTorch loop with
    LogExpectedImprovement runs with value-only models (``SingleTaskGP`` with the NNGP or RBF
-   kernel) and with :class:`gp_ntk.gradient_bo.GradientEnhancedGP` (values and gradients,
+   kernel) and with :class:`gp_ntk.bo.GradientEnhancedGP` (values and gradients,
    NNGP or RBF), at the same number of evaluations; it prints the final simple regret
    (mean ± standard error over seeds) and writes ``gradient_bo_regret.png``.
 
@@ -45,7 +45,7 @@ from botorch.optim import optimize_acqf  # noqa: E402
 from botorch.test_functions import Branin  # noqa: E402
 
 import gp_ntk  # noqa: E402
-from gp_ntk.gradient_bo import GradientEnhancedGP  # noqa: E402
+from gp_ntk.bo import GradientEnhancedGP  # noqa: E402
 
 DTYPE = torch.float64
 Z95 = 1.959963984540054

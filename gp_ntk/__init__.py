@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from . import (
     activations,
     approximations,
@@ -16,6 +18,7 @@ from . import (
     selection,
     settings,
     spectral,
+    validation,
 )
 from .activations import (
     GELU,
@@ -52,11 +55,46 @@ from .kernels import (
     NNGPKernelGrad,
     NTKKernel,
     NTKKernelGrad,
+    UnitVarianceKernel,
 )
 from .models import ExactGPModel, VariationalGPModel
 from .selection import compare_kernels
 
 __version__ = "0.1.0"
+
+# BoTorch is an optional extra, and importing it changes GPyTorch's global settings (Cholesky up
+# to 4096 points, CG off): the BO names are imported from gp_ntk.bo on first use only.
+_BO_NAMES = (
+    "BOError",
+    "BOEvent",
+    "BOResult",
+    "CenteredNormalize",
+    "FitReport",
+    "GradientEnhancedGP",
+    "TrainedEnsembleModel",
+    "bo_kernel",
+    "fit_bo_model",
+    "make_bo_model",
+    "run_bo",
+)
+
+
+def __getattr__(name: str):
+    if name != "bo" and name not in _BO_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        import botorch  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"gp_ntk.{name} needs BoTorch, an optional dependency: pip install gp_ntk[bo]"
+        ) from error
+    bo = importlib.import_module(f"{__name__}.bo")  # `from . import bo` would recurse into here
+    return bo if name == "bo" else getattr(bo, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"bo", *_BO_NAMES})
+
 
 __all__ = [
     "ABReLU",
@@ -109,3 +147,4 @@ __all__ = [
     "spectral",
 ]
 __all__ += ["ArcCosineKernelGrad", "ErfKernelGrad", "NNGPKernelGrad", "NTKKernelGrad"]
+__all__ += ["UnitVarianceKernel", "validation"]

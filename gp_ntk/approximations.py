@@ -29,10 +29,9 @@ are fixed, the scales are the live hyperparameters), so a GP can learn them. The
 features are drawn for the base kernel's hyperparameters at construction (a network's weights
 carry them); after changing those, call :meth:`RandomFeatureKernel.resample`.
 
-:func:`gen_kernel_features` is registered with BoTorch's pathwise ``GenKernelFeatures``
-dispatcher for these kernels and :class:`RandomFeatureKernel`, so ``draw_matheron_paths``,
-``get_optimal_samples`` and pathwise Thompson sampling work with network kernels (inside
-``ScaleKernel`` too).
+These features are also BoTorch's pathwise feature maps for the network kernels
+(``draw_matheron_paths``, ``get_optimal_samples``, pathwise Thompson sampling), registered by
+:mod:`gp_ntk.bo.pathwise` when :mod:`gp_ntk.bo` is imported (BoTorch is an optional extra).
 
 .. [Cho2009] Y. Cho, L. Saul. Kernel Methods for Deep Learning. NeurIPS 2009.
 .. [Jacot2018] A. Jacot, F. Gabriel, C. Hongler. Neural Tangent Kernel: Convergence and
@@ -52,7 +51,7 @@ from .kernels import ArcCosineKernel, ErfKernel, NTKKernel
 from .kernels.nngp import DeepNetworkKernel
 from .networks import from_kernel
 
-__all__ = ["RandomFeatureKernel", "RandomFeatureMap", "gen_kernel_features"]
+__all__ = ["RandomFeatureKernel"]
 
 
 def _ntk_width(in_features: int, depth: int, has_bias: bool, num_features: int) -> int:
@@ -286,60 +285,3 @@ class RandomFeatureKernel(Kernel):
         if symmetric:
             return LowRankRootLinearOperator(z1)
         return MatmulLinearOperator(z1, z2.transpose(-1, -2))
-
-
-# ---------------------------------------------------------------------- BoTorch pathwise features
-
-try:
-    from botorch.sampling.pathwise.features.generators import GenKernelFeatures
-    from botorch.sampling.pathwise.features.maps import FeatureMap
-    from botorch.sampling.pathwise.utils import FeatureSelector
-except ImportError:  # pragma: no cover - BoTorch is a dependency; this keeps the kernels usable without it
-    GenKernelFeatures = None
-    FeatureMap = nn.Module
-
-
-class RandomFeatureMap(FeatureMap):
-    """A BoTorch pathwise feature map from a :class:`RandomFeatureKernel`'s features."""
-
-    def __init__(self, kernel: RandomFeatureKernel, num_inputs: int) -> None:
-        super().__init__()
-        self.kernel = kernel
-        self.input_transform = None
-        if kernel.active_dims is not None:
-            self.input_transform = FeatureSelector(indices=kernel.active_dims)
-            num_inputs = len(kernel.active_dims)
-        if kernel.feature_map is None:
-            active = kernel.base_kernel.active_dims
-            kernel._draw(num_inputs if active is None else len(active))
-        # BoTorch's ScaleKernel generator chains its output scale with this transform
-        self.output_transform = nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.kernel.features(x)
-
-    @property
-    def num_outputs(self) -> int:
-        return self.kernel.num_outputs
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        return self.kernel.batch_shape
-
-
-def gen_kernel_features(kernel: Kernel, num_inputs: int, num_outputs: int, **kwargs) -> RandomFeatureMap:
-    """BoTorch feature-map generator: ``num_outputs`` random features of a network kernel, or a
-    :class:`RandomFeatureKernel`'s own features (then the prior paths are exact for that kernel)."""
-    if isinstance(kernel, RandomFeatureKernel):
-        return RandomFeatureMap(kernel, num_inputs)
-    # RandomFeatureKernel.features applies the base kernel's active_dims itself
-    return RandomFeatureMap(RandomFeatureKernel(kernel, num_features=num_outputs), num_inputs)
-
-
-if GenKernelFeatures is not None:
-    for _kernel_type in (RandomFeatureKernel, DeepNetworkKernel, ArcCosineKernel, ErfKernel):
-        GenKernelFeatures.register(_kernel_type)(
-            lambda kernel, *, num_inputs, num_outputs, **kw: gen_kernel_features(
-                kernel, num_inputs, num_outputs
-            )
-        )

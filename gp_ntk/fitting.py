@@ -11,7 +11,8 @@ Guarantees:
   interrupted with Ctrl-C (``status="interrupted"``) or gives up after repeated faults;
 * a step whose loss or gradients are NaN/inf, whose kernel overflows (``FloatingPointError``
   from a gp_ntk kernel) or whose Cholesky factorisation fails is undone: the best parameters
-  are restored, the Cholesky jitter is multiplied by 10 and the learning rate halved, and the
+  are restored, the Cholesky jitter (:func:`gp_ntk.settings.cholesky_jitter`) is multiplied by
+  10 and the learning rate halved, and the
   step is retried; after ``max_recoveries`` such faults :class:`FitError` is raised (the model
   keeps the best parameters, the error carries the :class:`FitResult` as ``error.result``).
   Each recovery is listed in ``FitResult.recoveries``.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +33,8 @@ from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 
 from .models import check_training_data
+from .settings import cholesky_jitter
+from .validation import check_int, check_number
 
 __all__ = ["FitError", "FitResult", "fit"]
 
@@ -107,28 +109,12 @@ def _progress(total: int, enabled: bool, description: str):
     return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
 
 
-def _jitter(level: int):
-    base_float, base_double = 1e-6, 1e-8
-    factor = 10.0**level
-    return gpytorch.settings.cholesky_jitter(
-        float_value=base_float * factor, double_value=base_double * factor
-    )
-
-
 def _finite_gradients(parameters: list[Tensor]) -> bool:
     return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in parameters)
 
 
 def _finite_parameters(parameters: list[Tensor]) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in parameters)
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 # Faults a step recovers from. A gp_ntk kernel that overflows raises FloatingPointError (an
@@ -182,17 +168,14 @@ def fit(
         raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
     optimizer = optimizer.lower()
     for name, value in (("patience", patience), ("batch_size", batch_size), ("max_iter", max_iter)):
-        if value is not None and not (_is_integer(value) and value >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not (_is_integer(max_recoveries) and max_recoveries >= 0):
-        raise ValueError(f"max_recoveries must be a non-negative integer, got {max_recoveries!r}")
-    if not _is_integer(seed):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    if lr is not None and not (_is_real(lr) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        if value is not None:
+            check_int(value, name)
+    check_int(max_recoveries, "max_recoveries", minimum=0)
+    check_int(seed, "seed", minimum=None)
+    if lr is not None:
+        check_number(lr, "lr", minimum=0, strict_minimum=True)
     # NaN would make every comparison false (never an improvement) and inf no step an improvement
-    if not (_is_real(min_delta) and math.isfinite(min_delta) and min_delta >= 0):
-        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+    check_number(min_delta, "min_delta", minimum=0)
     progress = wants_progress(progress)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
@@ -235,7 +218,7 @@ def fit(
         while result.iterations < max_iter:
             iteration = result.iterations
             try:
-                with _jitter(jitter_level):
+                with cholesky_jitter(10.0**jitter_level):
                     state = None if run.loss_after_step else copy.deepcopy(model.state_dict())
                     loss = run.step(opt, parameters, optimizer == "lbfgs")
                 if run.loss_after_step:

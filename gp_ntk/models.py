@@ -24,6 +24,7 @@ from gpytorch.kernels import Kernel, ScaleKernel
 from torch import Tensor
 
 from .kernels import ArcCosineKernel, ErfKernel, NNGPKernel, NTKKernel
+from .validation import check_int, check_rows_finite, describe
 
 __all__ = [
     "ExactGPModel",
@@ -68,7 +69,7 @@ def check_training_data(train_x: Tensor, train_y: Tensor | None) -> tuple[Tensor
     drop those rows first.
     """
     if not isinstance(train_x, Tensor) or not train_x.is_floating_point():
-        raise ValueError(f"train_x must be a floating-point torch.Tensor, got {_describe(train_x)}")
+        raise ValueError(f"train_x must be a floating-point torch.Tensor, got {describe(train_x)}")
     if train_x.dim() == 1:
         train_x = train_x.unsqueeze(-1)
     if train_x.dim() != 2:
@@ -76,11 +77,11 @@ def check_training_data(train_x: Tensor, train_y: Tensor | None) -> tuple[Tensor
     n = train_x.shape[0]
     if n == 0:
         raise ValueError("train_x has no rows: a GP needs at least one training point")
-    _refuse_non_finite(train_x, "train_x")
+    check_rows_finite(train_x, "train_x")
     if train_y is None:
         return train_x, None
     if not isinstance(train_y, Tensor) or not train_y.is_floating_point():
-        raise ValueError(f"train_y must be a floating-point torch.Tensor, got {_describe(train_y)}")
+        raise ValueError(f"train_y must be a floating-point torch.Tensor, got {describe(train_y)}")
     if train_y.dim() == 2 and train_y.shape[-1] == 1:
         train_y = train_y.squeeze(-1)
     if train_y.dim() != 1 or train_y.shape[0] != n:
@@ -91,19 +92,8 @@ def check_training_data(train_x: Tensor, train_y: Tensor | None) -> tuple[Tensor
         raise ValueError(
             f"train_x and train_y must have the same dtype, got {train_x.dtype} and {train_y.dtype}"
         )
-    _refuse_non_finite(train_y, "train_y")
+    check_rows_finite(train_y.unsqueeze(-1), "train_y")
     return train_x, train_y
-
-
-def _describe(value) -> str:
-    return f"tensor of dtype {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
-
-
-def _refuse_non_finite(value: Tensor, name: str) -> None:
-    bad = ~torch.isfinite(value)
-    if bad.any():
-        rows = int(bad.reshape(value.shape[0], -1).any(-1).sum())
-        raise ValueError(f"{name} contains NaN or infinite values in {rows} row(s); remove those rows first")
 
 
 class Prediction(NamedTuple):
@@ -297,8 +287,7 @@ class VariationalGPModel(_AllOrNothingLoad, gpytorch.models.ApproximateGP):
         seed: int = 0,
     ) -> None:
         train_x, train_y = check_training_data(train_x, train_y)
-        if isinstance(num_inducing, bool) or not isinstance(num_inducing, int) or num_inducing < 1:
-            raise ValueError(f"num_inducing must be a positive integer, got {num_inducing!r}")
+        check_int(num_inducing, "num_inducing")
         standardization = _InputStandardization(train_x, standardize_inputs)
         generator = torch.Generator().manual_seed(seed)
         subset = torch.randperm(train_x.shape[0], generator=generator)[: min(num_inducing, train_x.shape[0])]

@@ -8,6 +8,13 @@ the process-wide default, not from the overrides of the thread that started it. 
 process-wide default only: inside a ``with`` block the block's values still win in that thread
 until it exits, and the exit leaves the new default in place.
 
+The settings are GPyTorch settings: :class:`check_finite` is a ``gpytorch.settings._feature_flag``
+(``on()``, ``off()``, ``is_default()``), the others are ``gpytorch.settings._value_context``
+(``value()``, the tuple of values in force). They differ from GPyTorch's in where the values
+live: GPyTorch keeps one process-wide value that a ``with`` block overwrites for every thread;
+here a block's values are the entering thread's alone, so a block in one thread never changes
+what a kernel evaluated in another thread does.
+
 The context managers nest and are re-entrant: one object may be entered several times (also
 inside itself, and from several threads at once), and every exit restores the values that
 were in force at the matching entry. Values given as ``None`` take the values in force at
@@ -25,7 +32,41 @@ from __future__ import annotations
 import threading
 from typing import Any, ClassVar
 
-__all__ = ["block_evaluation", "check_finite", "compile_kernels", "lazy_evaluation"]
+import gpytorch
+from gpytorch.settings import _feature_flag, _value_context
+
+__all__ = ["block_evaluation", "check_finite", "cholesky_jitter", "compile_kernels", "lazy_evaluation"]
+
+# The jitter policy of every gp_ntk routine that factorises a kernel matrix: GPyTorch's own
+# defaults (1e-6 in float32, 1e-8 in float64) scaled up together on each retry.
+JITTER_FLOAT = 1e-6
+JITTER_DOUBLE = 1e-8
+
+
+def cholesky_jitter(scale: float = 1.0) -> gpytorch.settings.cholesky_jitter:
+    r"""GPyTorch's ``cholesky_jitter`` at ``scale`` times gp_ntk's base jitter.
+
+    The one jitter policy of gp_ntk: a fit that fails to factorise a kernel matrix
+    (:func:`gp_ntk.fit`, :func:`gp_ntk.bo.fit_bo_model`, :func:`gp_ntk.bo.run_bo`) retries
+    under :math:`s \cdot 10^{-8}` added to the diagonal in float64 and :math:`s \cdot 10^{-6}`
+    in float32 (GPyTorch's defaults at :math:`s = 1`), with :math:`s` growing by a constant
+    factor per retry; a model fitted under a larger jitter is queried under the same one.
+
+    >>> import torch
+    >>> with cholesky_jitter(100.0):
+    ...     gpytorch.settings.cholesky_jitter.value(torch.float64)
+    1e-06
+    """
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, int | float)
+        or not scale > 0
+        or scale == float("inf")
+    ):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    return gpytorch.settings.cholesky_jitter(
+        float_value=JITTER_FLOAT * scale, double_value=JITTER_DOUBLE * scale
+    )
 
 
 class _Overrides(threading.local):
@@ -48,8 +89,9 @@ class _Setting:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # one store per setting; subclasses of a setting share their parent's
-        if "_local" not in cls.__dict__ and not any("_local" in base.__dict__ for base in cls.__mro__[1:]):
+        # one store per setting (a class naming its fields); subclasses of a setting share their
+        # parent's, and the abstract bases in between have none
+        if cls.__dict__.get("_FIELDS") and "_local" not in cls.__dict__:
             cls._local = _Overrides()
 
     @classmethod
@@ -86,7 +128,21 @@ class _Setting:
         type(self)._local.values = stack.pop()
 
 
-class check_finite(_Setting):
+class _ValueSetting(_Setting, _value_context):
+    """A setting of several values, read as one tuple by GPyTorch's ``value()``."""
+
+    @classmethod
+    def value(cls) -> tuple:
+        """The values in force in this thread, in ``_FIELDS`` order."""
+        return cls._values()
+
+    @classmethod
+    def _set_value(cls, value: tuple) -> None:
+        # GPyTorch's process-wide setter; values are checked as set() checks them
+        cls.set(*value)
+
+
+class check_finite(_Setting, _feature_flag):
     """Refuse inputs with NaN/inf entries (on by default).
 
     The scan costs O(n d) per kernel call, negligible next to the O(n m d) kernel, but on a
@@ -110,6 +166,7 @@ class check_finite(_Setting):
     """
 
     _FIELDS = ("_state",)
+    _default = True
     _state: bool = True
 
     def __init__(self, state: bool = True) -> None:
@@ -127,8 +184,16 @@ class check_finite(_Setting):
     def set(cls, state: bool) -> None:
         cls._state = bool(state)
 
+    @classmethod
+    def is_default(cls) -> bool:
+        return cls.on() == cls._default
 
-class block_evaluation(_Setting):
+    @classmethod
+    def _set_state(cls, state: bool) -> None:
+        cls.set(state)
+
+
+class block_evaluation(_ValueSetting):
     """How dense kernel matrices are evaluated: in row blocks, or in one piece.
 
     A deep-kernel layer is a dozen elementwise maps. On whole N x M temporaries each map is a
@@ -216,7 +281,7 @@ def _check_mode(mode: Any) -> None:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
 
 
-class lazy_evaluation(_Setting):
+class lazy_evaluation(_ValueSetting):
     """When a kernel returns a blocked, never-materialised operator instead of a dense matrix.
 
     ``"auto"`` (default): lazily once a full matrix ``k(X1, X2)`` would exceed
@@ -294,7 +359,7 @@ class lazy_evaluation(_Setting):
         return block_evaluation.block_elements_for(device)
 
 
-class compile_kernels(_Setting):
+class compile_kernels(_ValueSetting):
     """Whether the blocks of large kernel matrices are evaluated through ``torch.compile``.
 
     Each layer of an NNGP/NTK recursion is a dozen elementwise maps. Even on cache-sized blocks

@@ -222,6 +222,8 @@ def test_botorch_matheron_paths_match_the_posterior(covar):
     from botorch.models import SingleTaskGP
     from botorch.sampling.pathwise import draw_matheron_paths
 
+    import gp_ntk.bo  # noqa: F401  (registers the pathwise feature maps)
+
     x = torch.rand(15, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     y = torch.sin(6 * x).sum(-1, keepdim=True)
     model = SingleTaskGP(x, y, covar_module=covar().double()).eval()
@@ -241,6 +243,8 @@ def test_botorch_matheron_paths_match_the_posterior(covar):
 def test_botorch_optimal_samples_with_network_kernel():
     from botorch.acquisition.utils import get_optimal_samples
     from botorch.models import SingleTaskGP
+
+    import gp_ntk.bo  # noqa: F401  (registers the pathwise feature maps)
 
     # centred inputs: a network kernel on [0, 1]^d extrapolates towards a corner (docs/kernels.md)
     x = 2 * torch.rand(20, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 1

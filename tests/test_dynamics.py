@@ -514,7 +514,7 @@ def test_trained_ensemble_model_posterior_and_acquisition():
     from botorch.acquisition import qLogExpectedImprovement
     from botorch.optim import optimize_acqf
 
-    from gp_ntk.ensemble import TrainedEnsembleModel
+    from gp_ntk.bo import TrainedEnsembleModel
 
     gen = torch.Generator().manual_seed(0)
     X = torch.rand(8, 2, generator=gen, dtype=DTYPE) * 2 - 1
@@ -544,7 +544,7 @@ def test_trained_ensemble_model_posterior_and_acquisition():
 
 @pytest.mark.slow
 def test_trained_ensemble_model_fits_nngp_variances_first():
-    from gp_ntk.ensemble import TrainedEnsembleModel
+    from gp_ntk.bo import TrainedEnsembleModel
 
     gen = torch.Generator().manual_seed(1)
     X = torch.rand(12, 2, generator=gen, dtype=DTYPE) * 2 - 1

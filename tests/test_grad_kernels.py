@@ -293,7 +293,7 @@ def test_derivative_gp_drop_in():
 
 
 def test_gradient_enhanced_gp_value_posterior_matches_joint_prediction():
-    from gp_ntk.gradient_bo import GradientEnhancedGP
+    from gp_ntk.bo import GradientEnhancedGP
 
     torch.manual_seed(1)
     x = torch.rand(6, 2, dtype=DTYPE) * 2 - 1
@@ -319,7 +319,7 @@ def test_gradient_enhanced_gp_in_an_acquisition_function():
     from botorch.acquisition import LogExpectedImprovement
     from botorch.optim import optimize_acqf
 
-    from gp_ntk.gradient_bo import GradientEnhancedGP
+    from gp_ntk.bo import GradientEnhancedGP
 
     torch.manual_seed(2)
     x = torch.rand(8, 2, dtype=DTYPE) * 2 - 1

@@ -214,3 +214,30 @@ def test_bad_values_are_refused_before_anything_changes() -> None:
         with pytest.raises(ValueError):
             make()
     assert _snapshot() == before
+
+
+def test_settings_are_gpytorch_settings_with_thread_local_values() -> None:
+    from gpytorch.settings import _feature_flag, _value_context
+
+    assert isinstance(settings.check_finite(False), _feature_flag)
+    for setting in (settings.block_evaluation, settings.lazy_evaluation, settings.compile_kernels):
+        assert isinstance(setting(), _value_context)
+    assert (
+        settings.check_finite.on() and not settings.check_finite.off() and settings.check_finite.is_default()
+    )
+    with settings.check_finite(False):
+        assert settings.check_finite.off() and not settings.check_finite.is_default()
+    before = settings.lazy_evaluation.value()
+    with settings.lazy_evaluation("always", min_elements=7):
+        assert settings.lazy_evaluation.value()[:2] == ("always", 7)
+        # the other settings keep their own stores
+        assert settings.compile_kernels.value() == (
+            settings.compile_kernels._mode,
+            settings.compile_kernels._min_elements,
+        )
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(settings.lazy_evaluation.value()))
+        thread.start()
+        thread.join()
+        assert seen == [before]
+    assert settings.lazy_evaluation.value() == before

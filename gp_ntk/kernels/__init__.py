@@ -7,6 +7,7 @@ from .erf import ErfKernel
 from .grad import ArcCosineKernelGrad, ErfKernelGrad, NNGPKernelGrad, NTKKernelGrad
 from .nngp import DeepNetworkKernel, NNGPKernel
 from .ntk import NTKKernel
+from .unit_variance import UnitVarianceKernel as UnitVarianceKernel
 
 __all__ = ["ArcCosineKernel", "DeepNetworkKernel", "ErfKernel", "NNGPKernel", "NTKKernel"]
 __all__ += ["ArcCosineKernelGrad", "ErfKernelGrad", "NNGPKernelGrad", "NTKKernelGrad"]

@@ -1,6 +1,6 @@
 r"""Gradient-enhanced Bayesian optimisation: a BoTorch model that learns from values and gradients.
 
-:class:`GradientEnhancedGP` is an exact GP on the joint process :math:`(f, \nabla f)` with a
+:class:`~gp_ntk.bo.GradientEnhancedGP` is an exact GP on the joint process :math:`(f, \nabla f)` with a
 kernel in GPyTorch's ``RBFKernelGrad`` layout (by default ``NNGPKernelGrad``, or any
 ``*KernelGrad``), trained on observations of both. To acquisition functions it is a
 single-output BoTorch model: :meth:`~GradientEnhancedGP.posterior` returns the posterior of
@@ -17,7 +17,8 @@ from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNorm
 from linear_operator import to_linear_operator
 from torch import Tensor
 
-from .kernels.grad import NNGPKernelGrad
+from ..kernels.grad import NNGPKernelGrad
+from ..validation import check_tensor
 
 __all__ = ["GradientEnhancedGP"]
 
@@ -49,7 +50,7 @@ class GradientEnhancedGP(Model):
 
     Example:
         >>> import torch, gp_ntk
-        >>> from gp_ntk.gradient_bo import GradientEnhancedGP
+        >>> from gp_ntk.bo import GradientEnhancedGP
         >>> x = torch.rand(6, 2, dtype=torch.float64) * 2 - 1
         >>> model = GradientEnhancedGP(x, (x**2).sum(-1, keepdim=True), 2 * x)
         >>> model.posterior(torch.zeros(4, 1, 2, dtype=torch.float64)).mean.shape
@@ -67,9 +68,10 @@ class GradientEnhancedGP(Model):
         noise_floor: float = 1e-6,
     ) -> None:
         super().__init__()
-        if train_X.dim() != 2:
-            raise ValueError(f"train_X must be (n, d), got shape {tuple(train_X.shape)}")
+        check_tensor(train_X, "train_X", ndim=2)
         n, d = train_X.shape
+        check_tensor(train_Y, "train_Y")
+        check_tensor(train_grad, "train_grad")
         if train_Y.shape != (n, 1):
             raise ValueError(f"train_Y must be (n, 1) = ({n}, 1), got shape {tuple(train_Y.shape)}")
         if train_grad.shape != (n, d):

@@ -1,6 +1,6 @@
 r"""A BoTorch model whose posterior is a trained ensemble of infinitely wide networks.
 
-:class:`TrainedEnsembleModel` answers "what would a wide network, trained by gradient descent
+:class:`~gp_ntk.bo.TrainedEnsembleModel` answers "what would a wide network, trained by gradient descent
 for time :math:`t`, predict here, and how sure is it": its posterior at ``X`` is
 :func:`gp_ntk.dynamics.gradient_descent_mse_ensemble` at ``X`` and time ``t`` (``t=None`` is the
 end of training), in the ``"ntk"`` (every layer trained), ``"nngp"`` (read-out trained) or
@@ -15,7 +15,7 @@ becomes ``diag_reg`` unless one is given.
 
 Example:
     >>> import botorch
-    >>> from gp_ntk.ensemble import TrainedEnsembleModel
+    >>> from gp_ntk.bo import TrainedEnsembleModel
     >>> train_X = 2 * torch.rand(10, 2, dtype=torch.float64) - 1
     >>> train_Y = -(train_X**2).sum(-1, keepdim=True)
     >>> model = TrainedEnsembleModel(train_X, train_Y, gp_ntk.NTKKernel(depth=3).double(), t=100.0)
@@ -36,9 +36,11 @@ from gpytorch.kernels import Kernel
 from linear_operator.operators import DenseLinearOperator
 from torch import Tensor
 
-from . import dynamics
-from .fitting import fit
-from .models import ExactGPModel
+from .. import dynamics
+from ..fitting import fit
+from ..kernels import NTKKernel
+from ..models import ExactGPModel
+from ..validation import check_tensor
 
 __all__ = ["TrainedEnsembleModel", "fit_nngp_variances"]
 
@@ -104,9 +106,9 @@ class TrainedEnsembleModel(Model):
         fit_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(train_X, Tensor) or train_X.dim() != 2:
-            raise ValueError(f"train_X must be an (n, d) tensor, got {tuple(getattr(train_X, 'shape', ()))}")
-        if not isinstance(train_Y, Tensor) or train_Y.dim() != 2 or train_Y.shape[0] != train_X.shape[0]:
+        check_tensor(train_X, "train_X", ndim=2)
+        check_tensor(train_Y, "train_Y")
+        if train_Y.dim() != 2 or train_Y.shape[0] != train_X.shape[0]:
             raise ValueError(
                 f"train_Y must be ({train_X.shape[0]}, k) (BoTorch layout), got "
                 f"{tuple(getattr(train_Y, 'shape', ()))}"
@@ -115,8 +117,6 @@ class TrainedEnsembleModel(Model):
         if t is not None:
             dynamics._check_scalar(t, "t")
         if kernel is None:
-            from .kernels import NTKKernel
-
             kernel = NTKKernel(depth=3, activation="relu")
         if not hasattr(kernel, "nngp_and_ntk") and get != "nngp":
             raise ValueError(f"kernel must offer nngp_and_ntk for get={get!r}, got {type(kernel).__name__}")

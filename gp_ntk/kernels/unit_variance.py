@@ -1,0 +1,71 @@
+r"""A kernel rescaled to unit prior variance: the correlation of its Gaussian process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gpytorch.kernels import Kernel
+from torch import Tensor
+
+__all__ = ["UnitVarianceKernel"]
+
+
+class UnitVarianceKernel(Kernel):
+    r"""A kernel divided by its prior standard deviations: unit prior variance everywhere.
+
+    .. math::
+        \tilde k(x, y) = \frac{k(x, y)}{\sqrt{k(x, x)\,k(y, y)}}
+
+    is the correlation of the base kernel's GP: the same functions, rescaled pointwise to unit
+    variance (:math:`D K D` with :math:`D` diagonal and positive, so still positive
+    semi-definite). A dot-product kernel's prior variance grows with :math:`\lVert x\rVert`
+    (for ReLU, :math:`k(x, x) = w\lVert x\rVert^2/d + ` bias terms), so on a centred box it is
+    largest at the corners; an acquisition function that rewards variance then proposes
+    corners, and in high dimension almost only corners (``python benchmarks/bo.py --corners
+    PROBLEM`` counts the proposals on the boundary of the box). Dividing
+    the variance out leaves only the angular structure.
+
+    For ``k(X, X)`` the variances are read off the matrix's own diagonal, so the diagonal is
+    exactly 1 and the matrix exactly symmetric when the base kernel's is (gp_ntk's are). The
+    matrix is evaluated densely (BO-sized data). The base kernel must have a positive diagonal, which
+    any gp_ntk kernel with ``bias_variance > 0`` has; exact zeros are kept as zero rows.
+
+    Args:
+        base_kernel: any kernel; its ``batch_shape`` is taken over.
+    """
+
+    has_lengthscale = False
+
+    def __init__(self, base_kernel: Kernel, **kwargs: Any) -> None:
+        if not isinstance(base_kernel, Kernel):
+            raise ValueError(f"base_kernel must be a gpytorch Kernel, got {type(base_kernel).__name__}")
+        kwargs.setdefault("batch_shape", base_kernel.batch_shape)
+        super().__init__(**kwargs)
+        self.base_kernel = base_kernel
+
+    @property
+    def is_stationary(self) -> bool:
+        return self.base_kernel.is_stationary
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
+        if last_dim_is_batch:
+            raise ValueError("UnitVarianceKernel does not support last_dim_is_batch")
+        if diag:
+            variance1 = self.base_kernel(x1, diag=True)
+            if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
+                # a point's correlation with itself: exactly 1, as on the diagonal of k(X, X)
+                return torch.where(variance1 > 0, torch.ones_like(variance1), torch.zeros_like(variance1))
+            covariance = self.base_kernel(x1, x2, diag=True)
+            variance2 = self.base_kernel(x2, diag=True)
+            return covariance / (variance1 * variance2).clamp_min(torch.finfo(covariance.dtype).tiny).sqrt()
+        covariance = self.base_kernel(x1, x2).to_dense()
+        if x1 is x2:
+            variance1 = variance2 = covariance.diagonal(dim1=-2, dim2=-1)
+        else:
+            variance1 = self.base_kernel(x1, diag=True)
+            variance2 = self.base_kernel(x2, diag=True)
+        # sqrt of the product: v_i v_j = v_j v_i and sqrt(v_i v_i) = v_i exactly in IEEE arithmetic,
+        # so a symmetric base matrix stays exactly symmetric with an exactly unit diagonal
+        product = variance1.unsqueeze(-1) * variance2.unsqueeze(-2)
+        return covariance / product.clamp_min(torch.finfo(covariance.dtype).tiny).sqrt()

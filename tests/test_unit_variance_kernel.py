@@ -1,0 +1,56 @@
+"""gp_ntk.kernels.unit_variance: the base kernel's correlation, exactly unit on the diagonal."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gp_ntk
+from gp_ntk.kernels import UnitVarianceKernel
+
+DTYPE = torch.float64
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        lambda: gp_ntk.NTKKernel(depth=3, bias_variance=0.1),
+        lambda: gp_ntk.NNGPKernel(depth=2, activation="erf"),
+        lambda: gp_ntk.ErfKernel(ard_num_dims=4),
+    ],
+    ids=["ntk", "nngp-erf", "erf-ard"],
+)
+def test_unit_variance_kernel_is_the_base_correlation(base) -> None:
+    kernel = UnitVarianceKernel(base()).to(DTYPE)
+    generator = torch.Generator().manual_seed(0)
+    X = torch.rand(30, 4, generator=generator, dtype=DTYPE) * 2 - 1
+    X = torch.cat([X, X[:3]])  # repeated rows
+    Z = torch.rand(5, 4, generator=generator, dtype=DTYPE) * 2 - 1
+    K = kernel(X).to_dense()
+    assert torch.equal(K, K.T)
+    assert torch.equal(K.diagonal(), torch.ones(len(X), dtype=DTYPE))
+    assert torch.linalg.eigvalsh(K).min() > -1e-10
+    base_kernel = kernel.base_kernel
+    expected = (
+        base_kernel(X, Z).to_dense()
+        / torch.outer(base_kernel(X, diag=True), base_kernel(Z, diag=True)).sqrt()
+    )
+    torch.testing.assert_close(kernel(X, Z).to_dense(), expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(kernel(Z, diag=True), torch.ones(5, dtype=DTYPE))
+    # t x q x d batches, as acquisition functions evaluate them
+    batch = torch.rand(3, 2, 4, generator=generator, dtype=DTYPE)
+    assert kernel(batch).to_dense().shape == (3, 2, 2)
+    with pytest.raises(ValueError, match="base_kernel must be"):
+        UnitVarianceKernel("ntk")
+
+
+def test_unit_variance_kernel_diag_of_distinct_points_is_their_correlation() -> None:
+    kernel = UnitVarianceKernel(gp_ntk.NNGPKernel(depth=3)).to(DTYPE)
+    generator = torch.Generator().manual_seed(1)
+    X = torch.rand(6, 4, generator=generator, dtype=DTYPE) * 2 - 1
+    Z = torch.rand(6, 4, generator=generator, dtype=DTYPE) * 2 - 1
+    diagonal = kernel(X, Z, diag=True)
+    torch.testing.assert_close(diagonal, kernel(X, Z).to_dense().diagonal(), rtol=1e-12, atol=1e-14)
+    assert bool((diagonal < 1 - 1e-3).all())  # distinct points are not fully correlated
+    # equal points, also as separate tensors, have correlation exactly 1
+    assert torch.equal(kernel(X, X.clone(), diag=True), torch.ones(6, dtype=DTYPE))
