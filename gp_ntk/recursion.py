@@ -28,6 +28,7 @@ from .ops import (
     snapped_rsqrt,
     symmetrize,
 )
+from .ops.relu_family import relu_family_recursion
 
 if TYPE_CHECKING:
     from .activations import Activation
@@ -308,6 +309,68 @@ def block_recursion(
         if identical.active and (compute_ntk or identical.mask is not None):
             # (the NTK starts from these first-layer covariances; the caller's tensor is kept)
             cov = identical.substitute(cov, stats1[..., 0], stats2[..., 0], inplace=False)
+    coefficients = getattr(activation, "relu_family_coefficients", None)
+    if coefficients is not None and identical is None and not torch.compiler.is_compiling():
+        # ReLU family: all layers in one autograd function with a closed-form backward pass
+
+        def generic(cov, stats1, stats2, theta, weights, biases):
+            standard = None if theta is None else (theta, standard_ntk[1])
+            return _block_layers(
+                cov,
+                stats1,
+                stats2,
+                activation,
+                weights,
+                biases,
+                compute_ntk,
+                symmetric,
+                zeros,
+                standard,
+                None,
+            )
+
+        return relu_family_recursion(
+            *coefficients,
+            cov,
+            stats1,
+            stats2,
+            weight_variances,
+            bias_variances,
+            compute_ntk,
+            symmetric,
+            zeros,
+            standard_ntk,
+            generic,
+        )
+    return _block_layers(
+        cov,
+        stats1,
+        stats2,
+        activation,
+        weight_variances,
+        bias_variances,
+        compute_ntk,
+        symmetric,
+        zeros,
+        standard_ntk,
+        identical,
+    )
+
+
+def _block_layers(
+    cov: Tensor,
+    stats1: Tensor,
+    stats2: Tensor,
+    activation: Activation,
+    weight_variances: Sequence[Tensor | float],
+    bias_variances: Sequence[Tensor | None],
+    compute_ntk: bool,
+    symmetric: bool,
+    zeros: tuple[tuple[bool, ...], tuple[bool, ...]],
+    standard_ntk: tuple[Tensor, Sequence[float]] | None,
+    identical: _IdenticalPoints | None,
+) -> tuple[Tensor, Tensor | None]:
+    """The layers of :func:`block_recursion` by the activation's duals, differentiable by autograd."""
     ntk = None
     if compute_ntk:
         ntk = cov if standard_ntk is None else standard_ntk[0]

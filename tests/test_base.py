@@ -75,9 +75,9 @@ def test_gradcheck_inputs_and_hyperparameters_at_singular_set(name, bias):
 
 def test_gradcheck_catches_a_wrong_gradient():
     # the tolerance above rejects a 10 % error: break J_n's derivative and see it fail
-    from gp_ntk.ops import angular
+    from gp_ntk.ops import angular, relu_family
 
-    kernel = KERNELS["ntk-relu"](0.3).double()
+    kernel = KERNELS["arccos1"](0.3).double()
     x = singular_inputs(torch.float64, zero_row=False).requires_grad_(True)
     fn, params = kernel_function(kernel)
     originals = {cls: cls.backward for cls in (angular._ArcCosJ, angular._ArcCosJPair)}
@@ -97,6 +97,19 @@ def test_gradcheck_catches_a_wrong_gradient():
     finally:
         for cls, original in originals.items():
             cls.backward = staticmethod(original)
+    # the ReLU family's fused recursion has its own backward pass: break that one too
+    fn, params = kernel_function(KERNELS["ntk-relu"](0.3).double())
+    fused = relu_family._ReLUFamilyBlock._backward
+
+    def wrong_fused(ctx, *grad_outputs):
+        return tuple(None if g is None else 1.1 * g for g in fused(ctx, *grad_outputs))
+
+    relu_family._ReLUFamilyBlock._backward = staticmethod(wrong_fused)
+    try:
+        with pytest.raises(GradcheckError):
+            torch.autograd.gradcheck(fn, (x, *params), eps=1e-4, atol=1e-5, rtol=1e-4)
+    finally:
+        relu_family._ReLUFamilyBlock._backward = staticmethod(fused)
 
 
 @pytest.mark.parametrize("name", ["nngp-relu", "ntk-relu", "arccos1", "ntk-abs"])

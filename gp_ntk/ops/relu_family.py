@@ -1,0 +1,352 @@
+r"""The block recursion of a ReLU-family network as one autograd function, and one-thread evaluation.
+
+A small kernel block (N = 400: 160 000 entries) costs little arithmetic, but every elementwise
+torch operation on it allocates, reads and writes a whole matrix, and autograd's backward pass
+of the generic recursion adds several more per operation (and recomputes the arccos). For the
+activations :math:`\phi(u) = a\min(u, 0) + b\max(u, 0)` (ReLU, leaky ReLU, abs) the duals are
+
+.. math::
+    q = s_1 s_2\,(\alpha J_1(c) + \beta c),\qquad \dot q = \alpha J_0(c) + \beta,
+    \qquad \alpha = \frac{(a - b)^2}{2\pi},\ \beta = ab,
+
+with :math:`c` the correlation, :math:`s_i` the standard deviations and Cho & Saul's
+:math:`J_1 = \sin\theta + c\,(\pi - \theta)`, :math:`J_0 = \pi - \theta`. Their derivatives
+are closed forms of what the forward pass has already computed:
+:math:`\partial q/\partial c = s_1 s_2\,\dot q` (Price's theorem) and
+:math:`\partial\dot q/\partial c = \alpha/\sin\theta`. :class:`_ReLUFamilyBlock` evaluates all
+layers in one forward pass, saves per layer the correlation, :math:`\sin\theta`, :math:`q`,
+:math:`\dot q` (and the NTK it received), and writes the backward pass by hand, with about a
+third of the matrix operations and allocations of autograd's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+#: blocks with fewer entries are evaluated (forward and backward) on one intra-op thread
+ONE_THREAD_BELOW = 2**18
+
+
+@contextlib.contextmanager
+def one_thread(num_elements: int) -> Iterator[None]:
+    """Run the body on one intra-op thread when it works on fewer than :data:`ONE_THREAD_BELOW` entries.
+
+    Each elementwise operation on a matrix is an OpenMP parallel region; for a small matrix
+    the region costs more than the work, and on a CPU shared with other processes a region
+    waits for its slowest thread. ``torch.set_num_threads`` is process-wide: torch work run
+    concurrently from other Python threads also sees one thread while the body runs. The
+    previous count is restored on exit, also when the body raises.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or num_elements >= ONE_THREAD_BELOW or torch.compiler.is_compiling():
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    return grad.sum_to_size(shape) if grad.shape != shape else grad
+
+
+def _fits(a: Tensor, b: Tensor | float) -> bool:
+    return not isinstance(b, Tensor) or torch.broadcast_shapes(a.shape, b.shape) == a.shape
+
+
+def _imul(a: Tensor, b: Tensor | float) -> Tensor:
+    """``a * b``, in place on ``a`` (a temporary of this module's) where the shapes allow."""
+    return a.mul_(b) if _fits(a, b) else a * b
+
+
+def _iadd(a: Tensor, b: Tensor | float) -> Tensor:
+    return a.add_(b) if _fits(a, b) else a + b
+
+
+def _outer(left: Tensor, right: Tensor, out: Tensor) -> Tensor:
+    """``left * right`` (``(..., n, 1)`` by ``(..., 1, m)``), written into ``out`` where it fits."""
+    if out.shape == torch.broadcast_shapes(left.shape, right.shape):
+        return torch.mul(left, right, out=out)
+    return left * right
+
+
+def _product(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    return torch.mul(a, b, out=out) if out.shape == torch.broadcast_shapes(a.shape, b.shape) else a * b
+
+
+def _reciprocal_or_zero(v: Tensor) -> Tensor:
+    nonzero = v != 0
+    return torch.where(nonzero, 1.0 / torch.where(nonzero, v, 1.0), 0.0)
+
+
+def _side_statistics(stats: Tensor, layer: int, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    return tuple(stats[..., 3 * layer + k].unsqueeze(dim) for k in range(3))  # type: ignore[return-value]
+
+
+def _layers(
+    alpha: float,
+    beta: float,
+    cov: Tensor,
+    stats1: Tensor,
+    stats2: Tensor,
+    ntk: Tensor | None,
+    weights: Sequence[Tensor | None],
+    biases: Sequence[Tensor | None],
+    widths: Sequence[float] | None,
+    compute_ntk: bool,
+    symmetric: bool,
+    zeros: tuple[tuple[bool, ...], tuple[bool, ...]],
+    save: bool,
+) -> tuple[Tensor, Tensor | None, list]:
+    """Forward pass; ``save``: keep what the backward pass needs (and overwrite nothing it needs)."""
+    saved = []
+    scratch: Tensor | None = None
+    for layer, (w, b) in enumerate(zip(weights, biases)):
+        var1, std1, rstd1 = _side_statistics(stats1, layer, -1)
+        var2, std2, rstd2 = _side_statistics(stats2, layer, -2)
+        # the outer product of the reciprocal deviations first: k(X, X) stays exactly symmetric
+        c = _imul(rstd1 * rstd2, cov)
+        if scratch is None or scratch.shape != c.shape:
+            scratch = torch.empty_like(c)
+        both_zero = None
+        if zeros[0][layer] and zeros[1][layer]:
+            both_zero = (var1 == 0) & (var2 == 0)
+            c.masked_fill_(both_zero, 1.0)
+        clipped = c.gt(1.0).logical_or_(c.lt(-1.0)) if save else None
+        c.clamp_(-1.0, 1.0)
+        if symmetric:
+            c.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+        angle = torch.acos(c.neg_())  # pi - theta = arccos(-c); negation is exact
+        c.neg_()
+        # sin(theta) = sqrt((1 - c)(1 + c)): no cancellation near c = +-1
+        sin = torch.rsub(c, 1.0).mul_(torch.add(c, 1.0, out=scratch)).sqrt_()
+        keep_sin = save and compute_ntk
+        q = torch.addcmul(sin, c, angle) if keep_sin else sin.addcmul_(c, angle)  # J_1
+        q.mul_(alpha)
+        if beta:
+            q.add_(c, alpha=beta)
+        q.mul_(_outer(std1, std2, scratch))
+        q_dot = None
+        if compute_ntk or save:
+            q_dot = angle.mul_(alpha)
+            if beta:
+                q_dot.add_(beta)
+        tangent = None
+        if compute_ntk and widths is not None and w is not None:
+            tangent = widths[layer] * q if b is None else torch.mul(q, widths[layer]).add_(1.0)
+        if w is None:  # the network ends at this activation (no read-out layer)
+            cov_next = q
+        elif save:
+            cov_next = w * q if b is None else torch.addcmul(b, w, q)
+        else:
+            cov_next = _imul(q, w) if b is None else _iadd(_imul(q, w), b)
+        ntk_prev = ntk
+        if compute_ntk:
+            ntk = torch.mul(q_dot, ntk)
+            if w is not None:
+                ntk = _iadd(_imul(ntk, w), cov_next if tangent is None else tangent)
+        if save:
+            saved.append((c, sin if keep_sin else None, q, q_dot, clipped, both_zero, ntk_prev))
+        cov = cov_next
+    return cov, ntk, saved
+
+
+class _ReLUFamilyBlock(torch.autograd.Function):
+    """``(nngp, ntk)`` of :func:`relu_family_recursion` with a hand-written backward pass."""
+
+    @staticmethod
+    def forward(ctx, spec, generic, cov, stats1, stats2, theta, *values):  # type: ignore[override]
+        alpha, beta, num_layers, compute_ntk, symmetric, zeros, widths = spec
+        weights, biases = values[:num_layers], values[num_layers:]
+        ntk0 = (cov if theta is None else theta) if compute_ntk else None
+        with one_thread(cov.numel()):
+            nngp, ntk, saved = _layers(
+                alpha,
+                beta,
+                cov,
+                stats1,
+                stats2,
+                ntk0,
+                weights,
+                biases,
+                widths,
+                compute_ntk,
+                symmetric,
+                zeros,
+                True,
+            )
+        ctx.set_materialize_grads(False)
+        ctx.spec, ctx.generic, ctx.layers = spec, generic, saved
+        ctx.save_for_backward(cov, stats1, stats2, theta, *values)
+        return nngp, ntk
+
+    @staticmethod
+    def backward(ctx, g_nngp, g_ntk):  # type: ignore[override]
+        if torch.is_grad_enabled():
+            return _ReLUFamilyBlock._differentiable_backward(ctx, g_nngp, g_ntk)
+        with one_thread(ctx.layers[-1][2].numel()):
+            return _ReLUFamilyBlock._backward(ctx, g_nngp, g_ntk)
+
+    @staticmethod
+    def _differentiable_backward(ctx, g_nngp, g_ntk):
+        # create_graph=True (a second derivative follows): the hand-written pass uses saved
+        # intermediates, whose dependence on the inputs autograd does not see, so recompute
+        # the block with the generic recursion on the saved inputs and differentiate that
+        cov, stats1, stats2, theta, *values = ctx.saved_tensors
+        num_layers = ctx.spec[2]
+        outputs = ctx.generic(cov, stats1, stats2, theta, values[:num_layers], values[num_layers:])
+        pairs = [(o, g) for o, g in zip(outputs, (g_nngp, g_ntk)) if o is not None and g is not None]
+        inputs = [cov, stats1, stats2, theta, *values]
+        wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[2 + i]]
+        grads: list[Tensor | None] = [None] * len(inputs)
+        if pairs and wanted:
+            found = torch.autograd.grad(
+                [o for o, _ in pairs],
+                [inputs[i] for i in wanted],
+                [g for _, g in pairs],
+                create_graph=True,
+                allow_unused=True,
+            )
+            for i, g in zip(wanted, found):
+                grads[i] = g
+        return (None, None, *grads)
+
+    @staticmethod
+    def _backward(ctx, g_nngp, g_ntk):
+        alpha, beta, num_layers, compute_ntk, symmetric, zeros, widths = ctx.spec
+        cov0, stats1, stats2, theta, *values = ctx.saved_tensors
+        weights, biases = values[:num_layers], values[num_layers:]
+        needs = ctx.needs_input_grad[2:]  # cov, stats1, stats2, theta, *values
+        want1, want2 = needs[1], needs[2]
+        g_stats1 = torch.zeros_like(stats1) if want1 else None
+        g_stats2 = torch.zeros_like(stats2) if want2 else None
+        g_values: list[Tensor | None] = [None] * len(values)
+        like = ctx.layers[-1][2]
+        g_cov, own_cov, own_ntk = g_nngp, False, False
+        if g_cov is None:
+            g_cov, own_cov = torch.zeros_like(like), True
+        if not compute_ntk:
+            g_ntk = None
+        scratch = torch.empty_like(like)
+        # the band of the singular slope 1/sin(theta) at c = +-1 (see gp_ntk's arccos_j)
+        band = 4.0 * math.sqrt(torch.finfo(like.dtype).eps)
+        for layer in reversed(range(num_layers)):
+            c, sin, q, q_dot, clipped, both_zero, ntk_prev = ctx.layers[layer]
+            w, b = weights[layer], biases[layer]
+            var1, std1, rstd1 = _side_statistics(stats1, layer, -1)
+            var2, std2, rstd2 = _side_statistics(stats2, layer, -2)
+            # G: the gradient reaching this layer's covariance, which the NTK adds as its tangent
+            G = g_cov
+            if g_ntk is not None and widths is None and w is not None:
+                G = _iadd(G, g_ntk) if own_cov else G + g_ntk
+                own_cov = True
+            if b is not None and needs[4 + num_layers + layer]:
+                g_values[num_layers + layer] = _sum_to(G.sum((-1, -2), keepdim=True), b.shape)
+            Z = None if g_ntk is None else g_ntk * ntk_prev
+            if w is not None and needs[4 + layer]:
+                g_w = _product(G, q, scratch).sum((-1, -2), keepdim=True)
+                if Z is not None:
+                    g_w = g_w + _product(Z, q_dot, scratch).sum((-1, -2), keepdim=True)
+                g_values[layer] = _sum_to(g_w, w.shape)
+            if w is None:
+                g_q = G if own_cov else G.clone()
+            else:
+                g_q = _imul(G, w) if own_cov else G * w
+            if g_ntk is not None and widths is not None and w is not None:
+                g_q = g_q.add_(g_ntk, alpha=widths[layer])
+            if want1 or want2:
+                # q = (alpha J_1 + beta c) s1 s2: d/ds1 = q / s1
+                Y = _product(g_q, q, scratch)
+                if want1:
+                    g = Y.sum(-1, keepdim=True) * _reciprocal_or_zero(std1)
+                    g_stats1[..., 3 * layer + 1] += _sum_to(g, std1.shape).squeeze(-1)
+                if want2:
+                    g = Y.sum(-2, keepdim=True) * _reciprocal_or_zero(std2)
+                    g_stats2[..., 3 * layer + 1] += _sum_to(g, std2.shape).squeeze(-2)
+            g_c = g_q.mul_(_outer(std1, std2, scratch)).mul_(q_dot)
+            if Z is not None:
+                inv_sin = torch.where(sin > band, sin.reciprocal(), 0.0)
+                g_c.addcmul_(Z if w is None else _imul(Z, w), inv_sin, value=alpha)
+                g_ntk = g_ntk.mul_(q_dot) if own_ntk else g_ntk * q_dot
+                g_ntk = g_ntk if w is None else _imul(g_ntk, w)
+                own_ntk = True
+            # the clamp, the exact unit diagonal and the zero-variance pairs pass no gradient
+            g_c.masked_fill_(clipped, 0.0)
+            if both_zero is not None:
+                g_c.masked_fill_(both_zero, 0.0)
+            if symmetric:
+                g_c.diagonal(dim1=-2, dim2=-1).fill_(0.0)
+            if want1 or want2:
+                # c = cov r1 r2: d/dr1 = c / r1
+                H = _product(g_c, c, scratch)
+                if want1:
+                    g = H.sum(-1, keepdim=True) * _reciprocal_or_zero(rstd1)
+                    g_stats1[..., 3 * layer + 2] += _sum_to(g, rstd1.shape).squeeze(-1)
+                if want2:
+                    g = H.sum(-2, keepdim=True) * _reciprocal_or_zero(rstd2)
+                    g_stats2[..., 3 * layer + 2] += _sum_to(g, rstd2.shape).squeeze(-2)
+            g_cov = g_c.mul_(_outer(rstd1, rstd2, scratch))
+            own_cov = True
+        g_theta = None
+        if g_ntk is not None:
+            if theta is not None:
+                g_theta = _sum_to(g_ntk, theta.shape) if needs[3] else None
+            else:
+                g_cov = _iadd(g_cov, g_ntk)
+        g_cov = _sum_to(g_cov, cov0.shape) if needs[0] else None
+        return (None, None, g_cov, g_stats1, g_stats2, g_theta, *g_values)
+
+
+def relu_family_recursion(
+    alpha: float,
+    beta: float,
+    cov: Tensor,
+    stats1: Tensor,
+    stats2: Tensor,
+    weight_variances: Sequence[Tensor | None],
+    bias_variances: Sequence[Tensor | None],
+    compute_ntk: bool,
+    symmetric: bool,
+    zeros: tuple[tuple[bool, ...], tuple[bool, ...]],
+    standard_ntk: tuple[Tensor, Sequence[float]] | None,
+    generic,
+) -> tuple[Tensor, Tensor | None]:
+    """The block recursion for duals ``q = s1 s2 (alpha J_1 + beta c)``, ``q_dot = alpha J_0 + beta``.
+
+    ``generic(cov, stats1, stats2, theta, weights, biases)`` is the same recursion by plain
+    differentiable operations, used for second derivatives.
+    """
+    weights = list(weight_variances)
+    biases = list(bias_variances)
+    theta = None if standard_ntk is None else standard_ntk[0]
+    widths = None if standard_ntk is None else tuple(standard_ntk[1])
+    values = [*weights, *biases]
+    tensors = (cov, stats1, stats2, theta, *values)
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+        spec = (alpha, beta, len(weights), compute_ntk, symmetric, zeros, widths)
+        return _ReLUFamilyBlock.apply(spec, generic, cov, stats1, stats2, theta, *values)
+    ntk0 = (cov if theta is None else theta) if compute_ntk else None
+    with one_thread(cov.numel()):
+        nngp, ntk, _ = _layers(
+            alpha,
+            beta,
+            cov,
+            stats1,
+            stats2,
+            ntk0,
+            weights,
+            biases,
+            widths,
+            compute_ntk,
+            symmetric,
+            zeros,
+            False,
+        )
+    return nngp, ntk
