@@ -1,0 +1,120 @@
+"""The fused ReLU-family recursion against the generic one, its second derivatives and threads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gp_ntk
+from gp_ntk.ops import relu_family
+
+
+def _generic(monkeypatch):
+    # the generic recursion: hide the activation's fused-recursion coefficients
+    from gp_ntk.activations.relu_family import ABReLU
+
+    monkeypatch.setattr(ABReLU, "relu_family_coefficients", None)
+
+
+CASES = [
+    (gp_ntk.NTKKernel, {}),
+    (gp_ntk.NNGPKernel, {}),
+    (gp_ntk.NTKKernel, {"bias_variance": 0.0}),
+    (gp_ntk.NTKKernel, {"parameterization": "standard", "width": 7}),
+    (gp_ntk.NTKKernel, {"per_layer": True, "weight_variance": [1.5, 2.0, 2.5, 1.0]}),
+    (gp_ntk.NTKKernel, {"ard_num_dims": 5}),
+    (gp_ntk.NTKKernel, {"activation": "abs"}),
+    (gp_ntk.NTKKernel, {"activation": gp_ntk.activations.ABReLU(-0.5, 1.5)}),
+    (gp_ntk.NTKKernel, {"batch_shape": torch.Size([2])}),
+]
+
+
+def _values_and_gradients(cls, kwargs, x1, x2):
+    kwargs = dict(kwargs)
+    activation = kwargs.pop("activation", "relu")
+    kernel = cls(3, activation, **{"weight_variance": 2.0, **kwargs}).double()
+    a = x1.clone().requires_grad_(True)
+    b = a if x2 is None else x2.clone().requires_grad_(True)
+    matrix = kernel(a, b).to_dense()
+    weights = torch.randn(matrix.shape, dtype=matrix.dtype, generator=torch.Generator().manual_seed(3))
+    inputs = [a] + ([] if b is a else [b]) + list(kernel.parameters())
+    return matrix.detach(), torch.autograd.grad((weights * matrix).sum(), inputs)
+
+
+@pytest.mark.parametrize("cls, kwargs", CASES)
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_fused_matches_generic_values_and_gradients(monkeypatch, cls, kwargs, symmetric):
+    generator = torch.Generator().manual_seed(0)
+    x1 = torch.randn(17, 5, dtype=torch.float64, generator=generator)
+    x1[3] = x1[1]  # a duplicate point: correlation 1
+    x1[4] = -x1[2]  # an antipodal pair: correlation -1
+    x2 = None if symmetric else torch.randn(11, 5, dtype=torch.float64, generator=generator)
+    fused = _values_and_gradients(cls, kwargs, x1, x2)
+    with monkeypatch.context() as patch:
+        _generic(patch)
+        generic = _values_and_gradients(cls, kwargs, x1, x2)
+    torch.testing.assert_close(fused[0], generic[0], rtol=1e-13, atol=1e-14)
+    for got, expected in zip(fused[1], generic[1]):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+
+
+def test_fused_second_derivatives_match_generic(monkeypatch):
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    kernel = gp_ntk.NTKKernel(2, "relu", weight_variance=1.7, bias_variance=0.2).double()
+
+    def hessian_row():
+        leaf = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(kernel(leaf, x).to_dense().sum(), leaf, create_graph=True)
+        return torch.autograd.grad(grad[0, 0], (leaf, kernel.raw_weight_variance))
+
+    fused = hessian_row()
+    with monkeypatch.context() as patch:
+        _generic(patch)
+        generic = hessian_row()
+    for got, expected in zip(fused, generic):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_backward_passes_gradcheck():
+    x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    kernel = gp_ntk.NTKKernel(2, "leaky_relu", weight_variance=1.7, bias_variance=0.2).double()
+
+    def both(a, b):
+        nngp, ntk = kernel.nngp_and_ntk(a, b)
+        return nngp, ntk
+
+    assert torch.autograd.gradcheck(both, (x.requires_grad_(True), y.requires_grad_(True)))
+
+
+def test_one_thread_restores_the_thread_count_even_on_errors():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with relu_family.one_thread(100):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="inside"):
+            with relu_family.one_thread(100):
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with relu_family.one_thread(relu_family.ONE_THREAD_BELOW):
+            assert torch.get_num_threads() == 2  # large blocks keep their threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_kernel_evaluation_restores_the_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(20, 3, dtype=torch.float64, requires_grad=True)
+        kernel = gp_ntk.NTKKernel(2).double()
+        kernel(x).to_dense().sum().backward()
+        assert torch.get_num_threads() == 2
+        bad = torch.full((4, 3), float("nan"), dtype=torch.float64)
+        with pytest.raises(ValueError):
+            kernel(bad).to_dense()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
