@@ -309,39 +309,24 @@ def block_recursion(
         if identical.active and (compute_ntk or identical.mask is not None):
             # (the NTK starts from these first-layer covariances; the caller's tensor is kept)
             cov = identical.substitute(cov, stats1[..., 0], stats2[..., 0], inplace=False)
-    coefficients = getattr(activation, "relu_family_coefficients", None)
-    if coefficients is not None and identical is None and not torch.compiler.is_compiling():
-        # ReLU family: all layers in one autograd function with a closed-form backward pass
-
-        def generic(cov, stats1, stats2, theta, weights, biases):
-            standard = None if theta is None else (theta, standard_ntk[1])
-            return _block_layers(
+    # (a compiled graph takes the generic recursion: the compiler fuses its operations itself)
+    if identical is None and not torch.compiler.is_compiling():
+        coefficients = getattr(activation, "relu_family_coefficients", None)
+        if coefficients is not None:
+            # ReLU family: all layers in one autograd function with a closed-form backward pass
+            return _relu_family_block(
+                coefficients,
                 cov,
                 stats1,
                 stats2,
                 activation,
-                weights,
-                biases,
+                weight_variances,
+                bias_variances,
                 compute_ntk,
                 symmetric,
                 zeros,
-                standard,
-                None,
+                standard_ntk,
             )
-
-        return relu_family_recursion(
-            *coefficients,
-            cov,
-            stats1,
-            stats2,
-            weight_variances,
-            bias_variances,
-            compute_ntk,
-            symmetric,
-            zeros,
-            standard_ntk,
-            generic,
-        )
     return _block_layers(
         cov,
         stats1,
@@ -354,6 +339,40 @@ def block_recursion(
         zeros,
         standard_ntk,
         identical,
+    )
+
+
+def _relu_family_block(
+    coefficients,
+    cov,
+    stats1,
+    stats2,
+    activation,
+    weight_variances,
+    bias_variances,
+    compute_ntk,
+    symmetric,
+    zeros,
+    standard_ntk,
+):
+    def generic(cov, stats1, stats2, theta, weights, biases):
+        standard = None if theta is None else (theta, standard_ntk[1])
+        return _block_layers(
+            cov, stats1, stats2, activation, weights, biases, compute_ntk, symmetric, zeros, standard, None
+        )
+
+    return relu_family_recursion(
+        *coefficients,
+        cov,
+        stats1,
+        stats2,
+        weight_variances,
+        bias_variances,
+        compute_ntk,
+        symmetric,
+        zeros,
+        standard_ntk,
+        generic,
     )
 
 
