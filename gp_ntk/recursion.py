@@ -311,7 +311,7 @@ def block_recursion(
             cov = identical.substitute(cov, stats1[..., 0], stats2[..., 0], inplace=False)
     # (a compiled graph takes the generic recursion: the compiler fuses its operations itself)
     if identical is None and not torch.compiler.is_compiling():
-        coefficients = getattr(activation, "relu_family_coefficients", None)
+        coefficients = _relu_family_coefficients(activation)
         if coefficients is not None:
             # ReLU family: all layers in one autograd function with a closed-form backward pass
             return _relu_family_block(
@@ -340,6 +340,12 @@ def block_recursion(
         standard_ntk,
         identical,
     )
+
+
+def _relu_family_coefficients(activation: Activation) -> tuple[float, float] | None:
+    from .activations.relu_family import ABReLU
+
+    return activation.relu_family_coefficients() if isinstance(activation, ABReLU) else None
 
 
 def _relu_family_block(

@@ -11,9 +11,9 @@ from gp_ntk.ops import relu_family
 
 def _generic(monkeypatch):
     # the generic recursion: hide the activation's fused-recursion coefficients
-    from gp_ntk.activations.relu_family import ABReLU
+    from gp_ntk import recursion
 
-    monkeypatch.setattr(ABReLU, "relu_family_coefficients", None)
+    monkeypatch.setattr(recursion, "_relu_family_coefficients", lambda activation: None)
 
 
 CASES = [

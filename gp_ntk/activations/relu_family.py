@@ -79,7 +79,6 @@ class ABReLU(CorrelationActivation):
         q_dot = mul_temporary(j0, (sq - cross) / _TWO_PI)
         return q, (q_dot + cross * math.pi / _TWO_PI if cross else q_dot)
 
-    @property
     def relu_family_coefficients(self) -> tuple[float, float]:
         r"""``(alpha, beta)`` with :math:`\mathbb E[\phi\phi] = s_1 s_2(\alpha J_1(c) + \beta c)` and
         :math:`\mathbb E[\phi'\phi'] = \alpha J_0(c) + \beta`, which
