@@ -28,7 +28,7 @@ from .ops import (
     snapped_rsqrt,
     symmetrize,
 )
-from .ops.relu_family import relu_family_recursion
+from .ops.relu_family import ONE_THREAD_BELOW, relu_family_recursion
 
 if TYPE_CHECKING:
     from .activations import Activation
@@ -310,7 +310,9 @@ def block_recursion(
             # (the NTK starts from these first-layer covariances; the caller's tensor is kept)
             cov = identical.substitute(cov, stats1[..., 0], stats2[..., 0], inplace=False)
     # (a compiled graph takes the generic recursion: the compiler fuses its operations itself)
-    if identical is None and not torch.compiler.is_compiling():
+    # (large matrices are evaluated in row blocks without a graph, which the generic path
+    # already serves well: the fused one is for graphs and matrices evaluated in one piece)
+    if identical is None and not torch.compiler.is_compiling() and _fused_applies(cov, stats1, stats2):
         coefficients = _relu_family_coefficients(activation)
         if coefficients is not None:
             # ReLU family: all layers in one autograd function with a closed-form backward pass
@@ -340,6 +342,12 @@ def block_recursion(
         standard_ntk,
         identical,
     )
+
+
+def _fused_applies(cov: Tensor, stats1: Tensor, stats2: Tensor) -> bool:
+    if cov.numel() < ONE_THREAD_BELOW:
+        return True
+    return torch.is_grad_enabled() and any(t.requires_grad for t in (cov, stats1, stats2))
 
 
 def _relu_family_coefficients(activation: Activation) -> tuple[float, float] | None:
