@@ -310,8 +310,8 @@ def block_recursion(
             # (the NTK starts from these first-layer covariances; the caller's tensor is kept)
             cov = identical.substitute(cov, stats1[..., 0], stats2[..., 0], inplace=False)
     # (a compiled graph takes the generic recursion: the compiler fuses its operations itself)
-    # (large matrices are evaluated in row blocks without a graph, which the generic path
-    # already serves well: the fused one is for graphs and matrices evaluated in one piece)
+    # (the fused path pays on small blocks, where the number of matrix-sized operations
+    # dominates; large ones keep the generic recursion)
     if identical is None and not torch.compiler.is_compiling() and _fused_applies(cov, stats1, stats2):
         coefficients = _relu_family_coefficients(activation)
         if coefficients is not None:
@@ -345,9 +345,8 @@ def block_recursion(
 
 
 def _fused_applies(cov: Tensor, stats1: Tensor, stats2: Tensor) -> bool:
-    if cov.numel() < ONE_THREAD_BELOW:
-        return True
-    return torch.is_grad_enabled() and any(t.requires_grad for t in (cov, stats1, stats2))
+    # (above this size the generic recursion was measured faster: docs/benchmarks.md, Small-N speed)
+    return cov.numel() < ONE_THREAD_BELOW
 
 
 def _relu_family_coefficients(activation: Activation) -> tuple[float, float] | None:
