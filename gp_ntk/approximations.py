@@ -29,6 +29,11 @@ are fixed, the scales are the live hyperparameters), so a GP can learn them. The
 features are drawn for the base kernel's hyperparameters at construction (a network's weights
 carry them); after changing those, call :meth:`RandomFeatureKernel.resample`.
 
+:class:`NeuralEFKernel` is the low-rank kernel of fitted NeuralEF eigenfunctions
+(:class:`gp_ntk.spectral.NeuralEigenfunctions`), :math:`\hat k(x, y) = \sum_j \lambda_j
+\psi_j(x)\psi_j(y)`, with the same ``LowRankRootLinearOperator`` structure: learned rather than
+random features, :math:`k` of them, fitted on minibatches of any number of points.
+
 These features are also BoTorch's pathwise feature maps for the network kernels
 (``draw_matheron_paths``, ``get_optimal_samples``, pathwise Thompson sampling), registered by
 :mod:`gp_ntk.bo.pathwise` when :mod:`gp_ntk.bo` is imported (BoTorch is an optional extra).
@@ -40,6 +45,7 @@ These features are also BoTorch's pathwise feature maps for the network kernels
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -51,7 +57,7 @@ from .kernels import ArcCosineKernel, ErfKernel, NTKKernel
 from .kernels.nngp import DeepNetworkKernel
 from .networks import from_kernel
 
-__all__ = ["RandomFeatureKernel"]
+__all__ = ["NeuralEFKernel", "RandomFeatureKernel"]
 
 
 def _ntk_width(in_features: int, depth: int, has_bias: bool, num_features: int) -> int:
@@ -277,11 +283,101 @@ class RandomFeatureKernel(Kernel):
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
         if last_dim_is_batch:
             raise ValueError("RandomFeatureKernel does not support last_dim_is_batch")
-        z1 = self.features(x1)
-        symmetric = x1 is x2 or (x1.shape == x2.shape and bool(torch.equal(x1, x2)))
-        z2 = z1 if symmetric else self.features(x2)
-        if diag:
-            return (z1 * z2).sum(-1)
-        if symmetric:
-            return LowRankRootLinearOperator(z1)
-        return MatmulLinearOperator(z1, z2.transpose(-1, -2))
+        return _feature_product(self.features, x1, x2, diag)
+
+
+def _feature_product(features, x1: Tensor, x2: Tensor, diag: bool):
+    """``phi(x1) phi(x2)^T`` as a low-rank root (symmetric) or a product operator, or its diagonal."""
+    z1 = features(x1)
+    symmetric = x1 is x2 or (x1.shape == x2.shape and bool(torch.equal(x1, x2)))
+    z2 = z1 if symmetric else features(x2)
+    if diag:
+        return (z1 * z2).sum(-1)
+    if symmetric:
+        return LowRankRootLinearOperator(z1)
+    return MatmulLinearOperator(z1, z2.transpose(-1, -2))
+
+
+class NeuralEFKernel(Kernel):
+    r"""The rank-:math:`k` kernel of fitted NeuralEF eigenfunctions.
+
+    With eigenvalues :math:`\lambda_j` and eigenfunctions :math:`\psi_j` of
+    :class:`~gp_ntk.spectral.NeuralEigenfunctions`,
+
+    .. math::
+        \hat k(x, y) = \sum_{j=1}^k \lambda_j\,\psi_j(x)\,\psi_j(y) = \phi(x)^\top\phi(y),
+        \qquad \phi_j(x) = \sqrt{\lambda_j}\,\psi_j(x),
+
+    the truncated Mercer expansion of the fitted kernel: :math:`\hat k(X, X)` is
+    :math:`\Psi\,\mathrm{diag}(\lambda)\,\Psi^\top` with :math:`\Psi = \psi(X)`, returned as
+    ``LowRankRootLinearOperator(phi(X))``, so an exact GP with Gaussian noise trains and predicts in
+    :math:`O(nk^2)` time and :math:`O(nk)` memory. As an operator eigenvalue, :math:`\lambda_j`
+    approximates :math:`1/n` times the matrix eigenvalue, so :math:`\hat k` approximates
+    :math:`k` itself (its top-:math:`k` part), not :math:`k/n`.
+
+    Args:
+        eigenfunctions: fitted :class:`~gp_ntk.spectral.NeuralEigenfunctions`. The kernel keeps a
+            frozen copy: refitting the original afterwards does not change it, and a GP that
+            trains with this kernel learns only its own hyperparameters (wrap it in
+            ``ScaleKernel`` for an output scale), not the networks.
+        chunk_size: rows per evaluation of the networks (bounds the memory of their hidden
+            activations, ``k * chunk_size * hidden_features`` numbers).
+
+    Gradients reach the inputs (for acquisition optimisation), not the copied networks.
+
+    Example:
+        >>> from gp_ntk.spectral import NeuralEigenfunctions
+        >>> x = torch.randn(200, 2)
+        >>> nef = NeuralEigenfunctions(gp_ntk.NNGPKernel(depth=2), num_eigenfunctions=3).fit(x, steps=5)
+        >>> kernel = gp_ntk.approximations.NeuralEFKernel(nef)
+        >>> type(kernel(x).evaluate_kernel()).__name__, kernel.num_outputs
+        ('LowRankRootLinearOperator', 3)
+    """
+
+    has_lengthscale = False
+
+    def __init__(self, eigenfunctions, chunk_size: int = 4096, **kwargs) -> None:
+        from .spectral import NeuralEigenfunctions
+
+        if not isinstance(eigenfunctions, NeuralEigenfunctions):
+            raise ValueError(
+                f"eigenfunctions must be a NeuralEigenfunctions, got {type(eigenfunctions).__name__}"
+            )
+        if eigenfunctions.networks is None:
+            raise ValueError("eigenfunctions must be fitted (call .fit(x)) before building a kernel")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        super().__init__(**kwargs)
+        self.eigenfunctions = copy.deepcopy(eigenfunctions).requires_grad_(False)
+        self.chunk_size = chunk_size
+
+    @property
+    def num_outputs(self) -> int:
+        """:math:`k`, the rank."""
+        return self.eigenfunctions.num_eigenfunctions
+
+    @property
+    def eigenvalues(self) -> Tensor:
+        r"""``(k,)`` the :math:`\lambda_j`."""
+        return self.eigenfunctions.eigenvalues
+
+    def features(self, x: Tensor) -> Tensor:
+        r"""``(..., n, k)`` the features :math:`\sqrt{\lambda_j}\,\psi_j(x)` of ``(..., n, d)`` inputs."""
+        if not isinstance(x, Tensor) or x.dim() < 2:
+            raise ValueError(f"x must be a (..., n, d) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+        if self.active_dims is not None:
+            x = x.index_select(-1, self.active_dims.to(x.device))
+        flat = x.reshape(-1, x.shape[-1])
+        chunks = [
+            self.eigenfunctions(flat[start : start + self.chunk_size])
+            for start in range(0, flat.shape[0], self.chunk_size)
+        ]
+        psi = torch.cat(chunks) if chunks else flat.new_zeros(0, self.num_outputs)
+        # the moving averages of R_jj are non-negative for a PSD kernel; clamp rounding below zero
+        scale = self.eigenvalues.clamp_min(0).sqrt().to(psi)
+        return (psi * scale).reshape(*x.shape[:-1], self.num_outputs)
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
+        if last_dim_is_batch:
+            raise ValueError("NeuralEFKernel does not support last_dim_is_batch")
+        return _feature_product(self.features, x1, x2, diag)

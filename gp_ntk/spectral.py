@@ -640,6 +640,13 @@ class NeuralEigenfunctions(nn.Module):
             self.signs.copy_(_signs(values))
         return self
 
+    def as_kernel(self, chunk_size: int = 4096) -> Kernel:
+        r"""The rank-``k`` kernel :math:`\sum_j \lambda_j\psi_j(x)\psi_j(y)` of the fitted
+        eigenfunctions, a :class:`gp_ntk.approximations.NeuralEFKernel` with a low-rank root."""
+        from .approximations import NeuralEFKernel
+
+        return NeuralEFKernel(self, chunk_size=chunk_size)
+
     def forward(self, x_new: Tensor) -> Tensor:
         """``(m, k)`` the eigenfunctions at ``x_new``, mean square about 1 under the data."""
         if self.networks is None:

@@ -283,3 +283,90 @@ def test_random_features_benchmark_smoke():
         sys.path.remove(str(folder))
     assert len(rows) == 4
     assert all(math.isfinite(seconds) and seconds >= 0 for _, seconds, _, _ in rows)
+
+
+# ---------------------------------------------------------------------- NeuralEF kernel
+
+
+def _fitted_eigenfunctions(k: int = 3, seed: int = 0):
+    from gp_ntk.spectral import NeuralEigenfunctions
+
+    x = _inputs(120, d=2, seed=seed)
+    kernel = gp_ntk.NNGPKernel(depth=2, activation="relu", weight_variance=2.0, bias_variance=0.1).double()
+    return NeuralEigenfunctions(kernel, num_eigenfunctions=k).fit(x, steps=15, batch_size=48, seed=seed), x
+
+
+def test_neural_ef_kernel_is_the_truncated_mercer_expansion():
+    """k(X, X) = Psi diag(lambda) Psi^T with Psi the fitted eigenfunctions, as a low-rank root."""
+    nef, x = _fitted_eigenfunctions()
+    kernel = nef.as_kernel()
+    assert isinstance(kernel, gp_ntk.approximations.NeuralEFKernel) and kernel.num_outputs == 3
+    x_new = _inputs(9, d=2, seed=5)
+    with torch.no_grad():
+        psi, psi_new = nef(x), nef(x_new)
+        operator = kernel(x).evaluate_kernel()
+        matrix, cross, diagonal = operator.to_dense(), kernel(x, x_new).to_dense(), kernel(x_new, diag=True)
+    lam = nef.eigenvalues
+    assert isinstance(operator, LowRankRootLinearOperator) and operator.root.shape == (120, 3)
+    torch.testing.assert_close(matrix, psi @ torch.diag(lam) @ psi.T, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(cross, psi @ torch.diag(lam) @ psi_new.T, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(diagonal, (psi_new.square() * lam).sum(-1), rtol=1e-10, atol=1e-12)
+    # chunked evaluation of the networks changes nothing
+    chunked = gp_ntk.approximations.NeuralEFKernel(nef, chunk_size=7)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked.features(x), kernel.features(x), rtol=1e-12, atol=1e-14)
+        batched = kernel.features(x.reshape(4, 30, 2))
+    torch.testing.assert_close(batched.reshape(120, 3), kernel.features(x).detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_neural_ef_kernel_gp_uses_the_low_rank_structure_with_finite_gradients():
+    nef, x = _fitted_eigenfunctions(k=4)
+    y = torch.sin(3 * x[:, 0]) + x[:, 1]
+    likelihood = gpytorch.likelihoods.GaussianLikelihood().double()
+    likelihood.noise = 0.05
+    model = _GP(x, y, gpytorch.kernels.ScaleKernel(nef.as_kernel()).double(), likelihood).double()
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
+    model.train()
+    with gpytorch.settings.max_cholesky_size(0):
+        prior = likelihood(model(x))
+        # Woodbury solves and the determinant lemma: O(n k^2), the n x n matrix never formed
+        assert type(prior.lazy_covariance_matrix.evaluate_kernel()).__name__ == (
+            "LowRankRootAddedDiagLinearOperator"
+        )
+        loss = -mll(model(x), y)
+        loss.backward()
+    dense = model.covar_module(x).to_dense().detach() + 0.05 * torch.eye(120, dtype=torch.float64)
+    expected = torch.distributions.MultivariateNormal(torch.zeros(120, dtype=torch.float64), dense).log_prob(
+        y
+    )
+    # Woodbury against Cholesky: rounding of the two routes, relative to |log p| of a few hundred
+    torch.testing.assert_close(-loss.detach() * 120, expected, rtol=1e-6, atol=1e-8)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in trained)
+    # the eigenfunction networks are a frozen copy: nothing for the optimiser to change
+    assert all(not p.requires_grad for p in model.covar_module.base_kernel.eigenfunctions.parameters())
+    model.eval()
+    x_new = _inputs(5, d=2, seed=7).requires_grad_(True)
+    model(x_new).mean.sum().backward()
+    assert x_new.grad is not None and bool(torch.isfinite(x_new.grad).all())
+
+
+def test_neural_ef_kernel_keeps_its_copy_and_refuses_bad_input():
+    from gp_ntk.spectral import NeuralEigenfunctions
+
+    nef, x = _fitted_eigenfunctions()
+    kernel = nef.as_kernel()
+    with torch.no_grad():
+        before = kernel(x).to_dense()
+    nef.fit(x, steps=3, batch_size=48, seed=1)
+    with torch.no_grad():
+        # bitwise: the kernel's copy is untouched by refitting the original
+        torch.testing.assert_close(kernel(x).to_dense(), before, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="NeuralEigenfunctions"):
+        gp_ntk.approximations.NeuralEFKernel(gp_ntk.NNGPKernel())
+    with pytest.raises(ValueError, match="fitted"):
+        gp_ntk.approximations.NeuralEFKernel(NeuralEigenfunctions(gp_ntk.NNGPKernel(), 2))
+    with pytest.raises(ValueError, match="chunk_size"):
+        gp_ntk.approximations.NeuralEFKernel(nef, chunk_size=0)
+    with pytest.raises(ValueError, match="features"):
+        kernel.features(torch.randn(3, 5, dtype=torch.float64))

@@ -76,3 +76,17 @@ def test_neural_tangents_comparison_agrees_where_neural_tangents_is_installed() 
     pytest.importorskip("neural_tangents")
     rows = _load("neural_tangents_compare").main(["--sizes", "50", "--dtypes", "float64", "--repeats", "1"])
     assert rows[0]["max_relative_difference"] < 1e-6
+
+
+def test_approximation_accuracy_quick_run_matches_cholesky() -> None:
+    """The --quick run solves the exact GP by CG on the lazy operator; at n = 2000 a dense
+    Cholesky solve checks its predictive means and variances."""
+    results = _load("approximation_accuracy").main(["--quick"])
+    exact = results[0]
+    assert exact.method.startswith("exact")
+    assert exact.extra["dense_mean_relative_difference"] < 1e-6
+    assert exact.extra["dense_variance_max_relative_difference"] < 1e-6
+    assert {r.method for r in results[1:]} == {"random features", "Nyström / SGPR", "NeuralEF features"}
+    for r in results:
+        assert math.isfinite(r.rmse) and math.isfinite(r.nll_variance_points) and r.fit_seconds >= 0
+        assert r.mean_distance is not None and math.isfinite(r.mean_distance)
