@@ -80,7 +80,9 @@ class InputCentre(Kernel):
                 "centre_prior",
                 NormalPrior(0.0, float(prior_scale)),
                 lambda module: module.centre,
-                lambda module, value: module.centre.data.copy_(torch.as_tensor(value).expand_as(module.centre)),
+                lambda module, value: module.centre.data.copy_(
+                    torch.as_tensor(value).expand_as(module.centre)
+                ),
             )
 
     @property

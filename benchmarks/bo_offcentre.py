@@ -45,6 +45,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -134,7 +135,9 @@ class Problem:
 def _problems() -> dict[str, Problem]:
     from botorch import test_functions as tf
 
-    def simple(cls, base_dim: int | None, dim: int | None = None, **options) -> Callable[[int], OffCentreProblem]:
+    def simple(
+        cls, base_dim: int | None, dim: int | None = None, **options
+    ) -> Callable[[int], OffCentreProblem]:
         def make(seed: int) -> OffCentreProblem:
             function = cls(**({"dim": base_dim} if base_dim is not None else {}), **options).to(DTYPE)
             if function._optimizers is not None:
@@ -177,19 +180,26 @@ QUICK_PROBLEMS = ("branin-in-10-quick",)
 # ------------------------------------------------------------------------------- surrogates
 
 
-def _one_line(train_X, train_Y, bounds):
-    from botorch.models import SingleTaskGP
-    from botorch.models.transforms.input import Normalize
-    from gpytorch.kernels import ScaleKernel
+def _one_line(centred: bool):
+    """The adoption line: ``ScaleKernel(NNGPKernel(depth=3))`` in a plain ``SingleTaskGP``."""
 
-    from gp_ntk import NNGPKernel
+    def factory(train_X, train_Y, bounds):
+        from botorch.models import SingleTaskGP
+        from botorch.models.transforms.input import Normalize
+        from gpytorch.kernels import ScaleKernel
 
-    return SingleTaskGP(
-        train_X,
-        train_Y,
-        covar_module=ScaleKernel(NNGPKernel(depth=3)),
-        input_transform=Normalize(train_X.shape[-1], bounds=bounds),
-    )
+        from gp_ntk import NNGPKernel
+        from gp_ntk.bo import CenteredNormalize
+
+        transform = CenteredNormalize if centred else Normalize
+        return SingleTaskGP(
+            train_X,
+            train_Y,
+            covar_module=ScaleKernel(NNGPKernel(depth=3)),
+            input_transform=transform(train_X.shape[-1], bounds=bounds),
+        )
+
+    return factory
 
 
 def _make_bo_model(**options):
@@ -218,7 +228,8 @@ def surrogates() -> dict[str, Callable | None]:
         "ibnn": base._ibnn,
         "sobol": None,
         "nngp-default": _make_bo_model(),
-        "one-line": _one_line,
+        "one-line": _one_line(centred=False),
+        "one-line-centred": _one_line(centred=True),
         # levers (screening)
         "nngp-ard": _make_bo_model(ard=True),
         "nngp-unit": _make_bo_model(normalize=True),
@@ -238,6 +249,7 @@ LABELS = {
     "sobol": "Sobol",
     "nngp-default": "make_bo_model default",
     "one-line": "one-line (Normalize)",
+    "one-line-centred": "one-line (CenteredNormalize)",
 }
 REFERENCE = "rbf"
 
@@ -339,6 +351,36 @@ def run_one(problem: Problem, surrogate: str, factory, seed: int, budget: Budget
     }
 
 
+def _claim(folder: Path, key: tuple[str, str, int, int]) -> bool:
+    """Reserve one run for this process, so that processes sharing ``folder`` never repeat each other.
+
+    A claim is a file holding the claiming process id; a claim whose process has ended (a run
+    that was interrupted) is taken over. Runs already in ``runs*.jsonl`` are never claimed.
+    """
+    if key in {(r["problem"], r["surrogate"], r["seed"], r["q"]) for r in _load(folder)}:
+        return False
+    claims = folder / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    path = claims / ("__".join(str(part) for part in key) + ".pid")
+    for _ in range(2):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text() or "0")
+                os.kill(owner, 0)
+                return False  # claimed by a process that is still running
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)  # its process ended: take the run over
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(str(os.getpid()))
+        return True
+    return False
+
+
 def _load(folder: Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted(folder.glob("runs*.jsonl")):
@@ -373,9 +415,12 @@ def run_benchmark(
         for s in names
         if (p, s, seed, budget.batch_size) not in done
     ]
-    todo = todo[shard[0] :: shard[1]]
-    path = None if out is None else out / f"runs-{shard[0]}.jsonl"
+    start = len(todo) * shard[0] // max(shard[1], 1)
+    todo = todo[start:] + todo[:start]  # processes sharing out start apart; claims keep them apart
+    path = None if out is None else out / f"runs-{shard[0]}-{os.getpid()}.jsonl"
     for index, (problem, surrogate, seed) in enumerate(todo):
+        if out is not None and not _claim(out, (problem, surrogate, seed, budget.batch_size)):
+            continue
         record = run_one(catalogue[problem], surrogate, factories[surrogate], seed, budget)
         records.append(record)
         if path is not None:
@@ -461,8 +506,14 @@ def tables(records: Sequence[dict[str, Any]], reference: str = REFERENCE) -> str
         for s in means:
             ranks[s].append(1 + ordered.index(s))
     lines.append("| mean rank | " + " | ".join(f"{statistics.fmean(ranks[s]):.1f}" for s in names) + " |")
-    lines += ["", f"**Paired t-test (p < 0.05) on final log regret: win/tie/loss against {LABELS.get(reference, reference)} and against Sobol**", ""]
-    lines += ["| problem | " + " | ".join(LABELS.get(s, s) for s in names if s not in (reference, "sobol")) + " |"]
+    lines += [
+        "",
+        f"**Paired t-test (p < 0.05) on final log regret: win/tie/loss against {LABELS.get(reference, reference)} and against Sobol**",
+        "",
+    ]
+    lines += [
+        "| problem | " + " | ".join(LABELS.get(s, s) for s in names if s not in (reference, "sobol")) + " |"
+    ]
     lines += ["|---|" + "---|" * (len(names) - 2)]
     totals: dict[str, dict[str, int]] = {}
     for p in problems:
@@ -497,7 +548,11 @@ def tables(records: Sequence[dict[str, Any]], reference: str = REFERENCE) -> str
         + " | ".join(f"{statistics.fmean(times[s]):.2f}" if times.get(s) else "0" for s in names)
         + " |"
     )
-    lines += ["", "**Fitted noise variance at the last iteration** (standardised units, median over seeds)", ""]
+    lines += [
+        "",
+        "**Fitted noise variance at the last iteration** (standardised units, median over seeds)",
+        "",
+    ]
     lines += [header, rule]
     for p in problems:
         cells = []
@@ -557,7 +612,9 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small problem, tiny budget: a smoke run")
-    parser.add_argument("--screen", action="store_true", help=f"screening subset: {' '.join(SCREEN_PROBLEMS)}")
+    parser.add_argument(
+        "--screen", action="store_true", help=f"screening subset: {' '.join(SCREEN_PROBLEMS)}"
+    )
     parser.add_argument("--problems", nargs="+")
     parser.add_argument("--surrogates", nargs="+")
     parser.add_argument("--seeds", type=int, default=5)
@@ -569,16 +626,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--restarts", type=int, default=4)
     parser.add_argument("--raw-samples", type=int, default=128)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--shard", default="0/1", help="i/n: run every n-th missing run from the i-th")
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        help="i/n: start at the i-th missing run (processes sharing --out never repeat runs)",
+    )
     parser.add_argument("--report", action="store_true", help="tables and plot from --out only")
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     if args.quick:
-        problems, names = list(QUICK_PROBLEMS), args.surrogates or ["rbf", "sobol", "nngp-default", "uv-ard"]
-        budget = Budget(4, 7, args.q, 1, 16)
-        seeds = list(range(min(args.seeds, 2)))
+        problems, names = list(QUICK_PROBLEMS), args.surrogates or ["rbf", "sobol", "uv-ard"]
+        budget = Budget(4, 6, args.q, 1, 16)
+        seeds = [0]
     else:
         problems = args.problems or list(SCREEN_PROBLEMS if args.screen else FULL_PROBLEMS)
         names = args.surrogates or ["rbf", "matern", "ibnn", "sobol", "nngp-default", "one-line", "uv-ard"]
@@ -593,7 +654,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         records = [
             r
             for r in _load(args.out)
-            if r["problem"] in problems and r["surrogate"] in names and r["seed"] in seeds and r["q"] == args.q
+            if r["problem"] in problems
+            and r["surrogate"] in names
+            and r["seed"] in seeds
+            and r["q"] == args.q
         ]
     else:
         records = run_benchmark(problems, names, seeds, budget, args.out, (shard_index, shard_count))
@@ -604,7 +668,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if plot_path is not None and records:
         plot(records, plot_path)
     if args.out is not None:
-        (args.out / f"results_q{args.q}.md").write_text(f"{text}\n\nBudget: {budget}\n\nCommand: `{command}`\n")
+        (args.out / f"results_q{args.q}.md").write_text(
+            f"{text}\n\nBudget: {budget}\n\nCommand: `{command}`\n"
+        )
     return {"records": records, "tables": text}
 
 
