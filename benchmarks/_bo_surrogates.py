@@ -23,6 +23,7 @@ chooses between the two behaviours; :class:`InputCentre` lets it also move the o
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -37,9 +38,50 @@ from torch import Tensor
 from gp_ntk import NNGPKernel, NTKKernel
 from gp_ntk.bo import CenteredNormalize, UnitVarianceKernel, check_bounds
 
-__all__ = ["InputCentre", "offcentre_kernel", "make_offcentre_model"]
+__all__ = [
+    "InputCentre",
+    "UncentredInputWarning",
+    "make_offcentre_model",
+    "offcentre_kernel",
+    "warn_if_uncentred",
+]
 
 _MIN_VARIANCE = 1e-4
+
+
+class UncentredInputWarning(UserWarning):
+    """Inputs of a dot-product kernel all lie in :math:`[0, 1]^d`, one orthant."""
+
+
+_warned_uncentred = False
+
+
+def warn_if_uncentred(x: Tensor, kernel_name: str = "this kernel") -> bool:
+    r"""Warn, once per process, when every input lies in :math:`[0, 1]^d` (:math:`d \ge 2`).
+
+    That is where BoTorch's ``Normalize`` puts a search box. A dot-product kernel sees inputs
+    through their angles at the origin; in one orthant all angles are below 90 degrees and, as
+    :math:`d` grows, concentrate, so the kernel is nearly constant and the GP can hardly tell
+    points apart. Returns whether it warned.
+    """
+    global _warned_uncentred
+    if _warned_uncentred or x.shape[-1] < 2 or x.shape[-2] < 2:
+        return False
+    values = x.detach()
+    if not bool(((values >= 0) & (values <= 1)).all()):
+        return False
+    _warned_uncentred = True
+    warnings.warn(
+        f"every input of {kernel_name} lies in [0, 1]^d (one orthant): a dot-product kernel sees "
+        "inputs through their angles at the origin, which are all small there, so it is nearly "
+        "constant. Centre the inputs on the origin: in BoTorch use "
+        "input_transform=gp_ntk.bo.CenteredNormalize(d, bounds) instead of Normalize(d, bounds) "
+        "(or gp_ntk.make_bo_model); otherwise pass x - 0.5. This warning is shown once; silence it "
+        "with warnings.filterwarnings('ignore', category=UncentredInputWarning).",
+        UncentredInputWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def _log_normal(mode: float, scale: float) -> LogNormalPrior:
