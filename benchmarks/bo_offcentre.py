@@ -61,6 +61,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+import _bo_surrogates  # noqa: E402  (the candidate surrogates, next to this script)
 
 DTYPE = torch.float64
 REGRET_FLOOR = 1e-8
@@ -213,9 +214,7 @@ def _make_bo_model(**options):
 
 def _candidate(**options):
     def factory(train_X, train_Y, bounds):
-        from _bo_surrogates import make_offcentre_model
-
-        return make_offcentre_model(train_X, train_Y, bounds, **options)
+        return _bo_surrogates.make_offcentre_model(train_X, train_Y, bounds, **options)
 
     return factory
 

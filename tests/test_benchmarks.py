@@ -140,3 +140,41 @@ def test_offcentre_benchmark_quick_run_resumes(tmp_path: Path) -> None:
     lines = sum(path.read_text().count("\n") for path in tmp_path.glob("runs*.jsonl"))
     benchmark.main(["--quick", "--out", str(tmp_path)])
     assert sum(path.read_text().count("\n") for path in tmp_path.glob("runs*.jsonl")) == lines
+
+
+def test_uncentred_inputs_warn_once_and_centred_inputs_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    import torch
+
+    _load("bo_offcentre")
+    import _bo_surrogates as prototypes
+
+    monkeypatch.setattr(prototypes, "_warned_uncentred", False)
+    centred = torch.rand(20, 4, dtype=torch.float64) * 2 - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not prototypes.warn_if_uncentred(centred)
+    with pytest.warns(prototypes.UncentredInputWarning, match="CenteredNormalize"):
+        assert prototypes.warn_if_uncentred(torch.rand(20, 4, dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not prototypes.warn_if_uncentred(torch.rand(20, 4, dtype=torch.float64))
+
+
+def test_input_centre_shifts_both_arguments() -> None:
+    import torch
+
+    import gp_ntk
+
+    _load("bo_offcentre")
+    import _bo_surrogates as prototypes
+
+    base = gp_ntk.NNGPKernel(depth=2).double()
+    kernel = prototypes.InputCentre(base, 3).double()
+    kernel.centre.data = torch.tensor([[0.3, -0.2, 0.1]], dtype=torch.float64)
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    shift = kernel.centre.detach()
+    torch.testing.assert_close(kernel(x, y).to_dense(), base(x - shift, y - shift).to_dense())
+    matrix = kernel(x).to_dense()
+    assert torch.equal(matrix, matrix.T)
