@@ -90,3 +90,103 @@ def test_approximation_accuracy_quick_run_matches_cholesky() -> None:
     for r in results:
         assert math.isfinite(r.rmse) and math.isfinite(r.nll_variance_points) and r.fit_seconds >= 0
         assert r.mean_distance is not None and math.isfinite(r.mean_distance)
+def test_offcentre_problems_keep_their_optimum_at_a_random_point_of_the_box() -> None:
+    import torch
+
+    benchmark = _load("bo_offcentre")
+    generator = torch.Generator().manual_seed(0)
+    targets = []
+    for name, problem in benchmark._problems().items():
+        instance = problem.make(7)
+        at_optimum = float(instance(instance.optimizer.unsqueeze(0)))
+        assert at_optimum == pytest.approx(instance.optimal_value, abs=1e-6 * (1 + abs(at_optimum))), name
+        X = torch.rand(2000, instance.dim, generator=generator, dtype=torch.float64)
+        assert bool((instance(X) <= instance.optimal_value + 1e-9).all()), name
+        targets.append(instance.target)
+    # the moved optimisers are spread over the box, not at its centre
+    centre_distance = torch.cat(targets).sub(0.5).abs()
+    assert float(centre_distance.mean()) > 0.15
+    assert not torch.allclose(benchmark._problems()["ackley-10"].make(0).target, targets[0])
+
+
+def test_fold_reflects_into_the_unit_interval_continuously() -> None:
+    import torch
+
+    fold = _load("bo_offcentre").fold
+    inside = torch.linspace(0, 1, 11, dtype=torch.float64)
+    assert torch.allclose(fold(inside), inside)
+    z = torch.linspace(-3, 3, 60_001, dtype=torch.float64)
+    folded = fold(z)
+    assert bool(((folded >= 0) & (folded <= 1)).all())
+    assert float(folded.diff().abs().max()) <= float(z.diff().max()) * (1 + 1e-9)
+    assert torch.allclose(
+        fold(torch.tensor([1.25, -0.25, 2.5], dtype=torch.float64)),
+        torch.tensor([0.75, 0.25, 0.5], dtype=torch.float64),
+    )
+
+
+def test_paired_outcome_needs_a_consistent_difference() -> None:
+    outcome = _load("bo_offcentre").paired_outcome
+    reference = {seed: 1.0 + 0.1 * seed for seed in range(5)}
+    better = {seed: value - 0.5 - 0.01 * seed for seed, value in reference.items()}
+    mixed = {seed: value + (0.5 if seed % 2 else -0.5) for seed, value in reference.items()}
+    assert outcome(better, reference) == "win"
+    assert outcome(reference, better) == "loss"
+    assert outcome(mixed, reference) == "tie"
+    assert outcome({0: 1.0}, {0: 2.0}) == "n/a"
+
+
+def test_offcentre_benchmark_quick_run_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import torch
+
+    benchmark = _load("bo_offcentre")
+    output = benchmark.main(["--quick", "--out", str(tmp_path)])
+    records = output["records"]
+    assert {r["surrogate"] for r in records} == {"rbf", "sobol", "uv-ard"}
+    for record in records:
+        regret = torch.tensor(record["log_regret"])
+        assert torch.isfinite(regret).all() and bool((regret[1:] <= regret[:-1]).all())
+    assert "Final log10 simple regret" in output["tables"] and "Time per BO iteration" in output["tables"]
+    assert (tmp_path / "bo_offcentre_regret_q1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = sum(path.read_text().count("\n") for path in tmp_path.glob("runs*.jsonl"))
+    benchmark.main(["--quick", "--out", str(tmp_path)])
+    assert sum(path.read_text().count("\n") for path in tmp_path.glob("runs*.jsonl")) == lines
+
+
+def test_uncentred_inputs_warn_once_and_centred_inputs_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    import torch
+
+    _load("bo_offcentre")
+    import _bo_surrogates as prototypes
+
+    monkeypatch.setattr(prototypes, "_warned_uncentred", False)
+    centred = torch.rand(20, 4, dtype=torch.float64) * 2 - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not prototypes.warn_if_uncentred(centred)
+    with pytest.warns(prototypes.UncentredInputWarning, match="CenteredNormalize"):
+        assert prototypes.warn_if_uncentred(torch.rand(20, 4, dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not prototypes.warn_if_uncentred(torch.rand(20, 4, dtype=torch.float64))
+
+
+def test_input_centre_shifts_both_arguments() -> None:
+    import torch
+
+    import gp_ntk
+
+    _load("bo_offcentre")
+    import _bo_surrogates as prototypes
+
+    base = gp_ntk.NNGPKernel(depth=2).double()
+    kernel = prototypes.InputCentre(base, 3).double()
+    kernel.centre.data = torch.tensor([[0.3, -0.2, 0.1]], dtype=torch.float64)
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    shift = kernel.centre.detach()
+    torch.testing.assert_close(kernel(x, y).to_dense(), base(x - shift, y - shift).to_dense())
+    matrix = kernel(x).to_dense()
+    assert torch.equal(matrix, matrix.T)
