@@ -90,6 +90,8 @@ def test_approximation_accuracy_quick_run_matches_cholesky() -> None:
     for r in results:
         assert math.isfinite(r.rmse) and math.isfinite(r.nll_variance_points) and r.fit_seconds >= 0
         assert r.mean_distance is not None and math.isfinite(r.mean_distance)
+
+
 def test_offcentre_problems_keep_their_optimum_at_a_random_point_of_the_box() -> None:
     import torch
 
