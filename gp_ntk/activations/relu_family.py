@@ -82,7 +82,7 @@ class ABReLU(CorrelationActivation):
     def relu_family_coefficients(self) -> tuple[float, float]:
         r"""``(alpha, beta)`` with :math:`\mathbb E[\phi\phi] = s_1 s_2(\alpha J_1(c) + \beta c)` and
         :math:`\mathbb E[\phi'\phi'] = \alpha J_0(c) + \beta`, which
-        :func:`gp_ntk.ops.relu_family.relu_family_recursion` evaluates with a closed-form backward pass."""
+        ``gp_ntk.ops.relu_family.relu_family_recursion`` evaluates with a closed-form backward pass."""
         sq, cross = self.a**2 + self.b**2, 2.0 * self.a * self.b
         return (sq - cross) / _TWO_PI, cross * math.pi / _TWO_PI
 
