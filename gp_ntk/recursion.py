@@ -311,23 +311,41 @@ def block_recursion(
             cov = identical.substitute(cov, stats1[..., 0], stats2[..., 0], inplace=False)
     # (a compiled graph takes the generic recursion: the compiler fuses its operations itself)
     # (the fused path pays on small blocks, where the number of matrix-sized operations
-    # dominates; large ones keep the generic recursion)
-    if identical is None and not torch.compiler.is_compiling() and _fused_applies(cov, stats1, stats2):
+    # dominates; above 2**18 entries the generic recursion was measured faster: docs/benchmarks.md)
+    if identical is None and not torch.compiler.is_compiling() and cov.numel() < ONE_THREAD_BELOW:
         coefficients = _relu_family_coefficients(activation)
         if coefficients is not None:
-            # ReLU family: all layers in one autograd function with a closed-form backward pass
-            return _relu_family_block(
-                coefficients,
+            # ReLU family: all layers in one autograd function with a closed-form backward pass;
+            # `generic` serves its double backward
+
+            def generic(cov, stats1, stats2, theta, weights, biases):
+                standard = None if theta is None else (theta, standard_ntk[1])
+                return _block_layers(
+                    cov,
+                    stats1,
+                    stats2,
+                    activation,
+                    weights,
+                    biases,
+                    compute_ntk,
+                    symmetric,
+                    zeros,
+                    standard,
+                    None,
+                )
+
+            return relu_family_recursion(
+                *coefficients,
                 cov,
                 stats1,
                 stats2,
-                activation,
                 weight_variances,
                 bias_variances,
                 compute_ntk,
                 symmetric,
                 zeros,
                 standard_ntk,
+                generic,
             )
     return _block_layers(
         cov,
@@ -344,49 +362,10 @@ def block_recursion(
     )
 
 
-def _fused_applies(cov: Tensor, stats1: Tensor, stats2: Tensor) -> bool:
-    # (above this size the generic recursion was measured faster: docs/benchmarks.md, Small-N speed)
-    return cov.numel() < ONE_THREAD_BELOW
-
-
 def _relu_family_coefficients(activation: Activation) -> tuple[float, float] | None:
     from .activations.relu_family import ABReLU
 
     return activation.relu_family_coefficients() if isinstance(activation, ABReLU) else None
-
-
-def _relu_family_block(
-    coefficients,
-    cov,
-    stats1,
-    stats2,
-    activation,
-    weight_variances,
-    bias_variances,
-    compute_ntk,
-    symmetric,
-    zeros,
-    standard_ntk,
-):
-    def generic(cov, stats1, stats2, theta, weights, biases):
-        standard = None if theta is None else (theta, standard_ntk[1])
-        return _block_layers(
-            cov, stats1, stats2, activation, weights, biases, compute_ntk, symmetric, zeros, standard, None
-        )
-
-    return relu_family_recursion(
-        *coefficients,
-        cov,
-        stats1,
-        stats2,
-        weight_variances,
-        bias_variances,
-        compute_ntk,
-        symmetric,
-        zeros,
-        standard_ntk,
-        generic,
-    )
 
 
 def _block_layers(
