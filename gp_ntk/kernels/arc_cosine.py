@@ -8,13 +8,13 @@ from gpytorch.constraints import Interval
 from gpytorch.priors import Prior
 
 from ..activations import ArcCos
-from ._contract import as_initial_values, as_integer, check_single_layer_counts
-from .base import VarianceKernel
+from ._contract import as_integer
+from ._single_layer import SingleLayerKernel
 
 __all__ = ["ArcCosineKernel"]
 
 
-class ArcCosineKernel(VarianceKernel):
+class ArcCosineKernel(SingleLayerKernel):
     r"""Cho & Saul's arc-cosine kernel of order :math:`n`, composed over ``num_layers`` layers.
 
     With the inner product :math:`\langle x, y\rangle = \sigma_b^2 + x^\top \mathrm{diag}(\sigma_w^2)\, y`
@@ -72,19 +72,14 @@ class ArcCosineKernel(VarianceKernel):
     ) -> None:
         activation = ArcCos(order)  # validates order
         num_layers = as_integer(num_layers, "num_layers must be an integer >= 1")
-        weights = as_initial_values(weight_variance, "weight_variance")
-        biases = as_initial_values(bias_variance, "bias_variance")
-        check_single_layer_counts(type(self).__name__, weights, biases, ard_num_dims)
         super().__init__(
-            weight_variance=weights,
-            bias_variance=biases,
-            num_weight_variances=0 if ard_num_dims is not None else 1,
-            num_bias_variances=1,
-            ard_num_dims=ard_num_dims,
-            weight_variance_prior=weight_variance_prior,
-            bias_variance_prior=bias_variance_prior,
-            weight_variance_constraint=weight_variance_constraint,
-            bias_variance_constraint=bias_variance_constraint,
+            weight_variance,
+            bias_variance,
+            ard_num_dims,
+            weight_variance_prior,
+            bias_variance_prior,
+            weight_variance_constraint,
+            bias_variance_constraint,
             **kwargs,
         )
         self.order = activation.order

@@ -8,13 +8,12 @@ from gpytorch.constraints import Interval
 from gpytorch.priors import Prior
 
 from ..activations import Erf
-from ._contract import as_initial_values, check_single_layer_counts
-from .base import VarianceKernel
+from ._single_layer import SingleLayerKernel
 
 __all__ = ["ErfKernel"]
 
 
-class ErfKernel(VarianceKernel):
+class ErfKernel(SingleLayerKernel):
     r"""Williams' (1996) kernel of a one-hidden-layer erf network with Gaussian weights.
 
     .. math::
@@ -55,19 +54,14 @@ class ErfKernel(VarianceKernel):
         bias_variance_constraint: Interval | None = None,
         **kwargs,
     ) -> None:
-        weights = as_initial_values(weight_variance, "weight_variance")
-        biases = as_initial_values(bias_variance, "bias_variance")
-        check_single_layer_counts(type(self).__name__, weights, biases, ard_num_dims)
         super().__init__(
-            weight_variance=weights,
-            bias_variance=biases,
-            num_weight_variances=0 if ard_num_dims is not None else 1,
-            num_bias_variances=1,
-            ard_num_dims=ard_num_dims,
-            weight_variance_prior=weight_variance_prior,
-            bias_variance_prior=bias_variance_prior,
-            weight_variance_constraint=weight_variance_constraint,
-            bias_variance_constraint=bias_variance_constraint,
+            weight_variance,
+            bias_variance,
+            ard_num_dims,
+            weight_variance_prior,
+            bias_variance_prior,
+            weight_variance_constraint,
+            bias_variance_constraint,
             **kwargs,
         )
         self.activation = Erf()
