@@ -285,9 +285,25 @@ def _largest(*tensors: Tensor) -> float:
     return float(max(values)) if values else float("nan")
 
 
+@dataclass(frozen=True)
+class _ExponentialFamily(Activation):
+    """The parameters :math:`a` (amplitude) and :math:`b` of ``Exp`` and ``Gaussian``, as
+    neural-tangents names them; each subclass keeps its own default :math:`b`."""
+
+    a: float = 1.0
+    b: float = 1.0
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        _set(self, a=_finite_real(name, "a", self.a), b=_finite_real(name, "b", self.b))
+
+    def stax_layer(self):
+        return type(self).__name__, {"a": self.a, "b": self.b}
+
+
 @register_activation("exp")
 @dataclass(frozen=True)
-class Exp(Activation):
+class Exp(_ExponentialFamily):
     r""":math:`\phi(u) = a\,e^{b u}` (neural-tangents' ``Exp(a, b)``).
 
     :math:`b(u + v)` is Gaussian with variance :math:`b^2(\Sigma_{xx} + \Sigma_{yy} + 2\Sigma_{xy})`,
@@ -302,18 +318,9 @@ class Exp(Activation):
     dtype's range raises a ``FloatingPointError`` saying so instead of returning ``inf``.
     """
 
-    a: float = 1.0
-    b: float = 1.0
-
-    def __post_init__(self) -> None:
-        _set(self, a=_finite_real("Exp", "a", self.a), b=_finite_real("Exp", "b", self.b))
-
     @classmethod
     def examples(cls):
         return (cls(), cls(0.5, -0.6), cls(1.5, 0.4))
-
-    def stax_layer(self):
-        return "Exp", {"a": self.a, "b": self.b}
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.a * torch.exp(self.b * x)
@@ -349,7 +356,7 @@ class Exp(Activation):
 
 @register_activation("gaussian")
 @dataclass(frozen=True)
-class Gaussian(Activation):
+class Gaussian(_ExponentialFamily):
     r""":math:`\phi(u) = a\,e^{b u^2}` (neural-tangents' ``Gaussian(a, b)``, default :math:`b = -1`).
 
     For :math:`w = (u, v) \sim \mathcal N(0, \Sigma)`,
@@ -367,18 +374,11 @@ class Gaussian(Activation):
     ``FloatingPointError`` saying so.
     """
 
-    a: float = 1.0
     b: float = -1.0
-
-    def __post_init__(self) -> None:
-        _set(self, a=_finite_real("Gaussian", "a", self.a), b=_finite_real("Gaussian", "b", self.b))
 
     @classmethod
     def examples(cls):
         return (cls(), cls(0.8, -0.3), cls(1.2, 0.05))
-
-    def stax_layer(self):
-        return "Gaussian", {"a": self.a, "b": self.b}
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.a * torch.exp(self.b * x * x)
