@@ -73,23 +73,13 @@ def kernel_regression_accuracy(k_train, k_test, y_train, y_test, ridge: float = 
     return float(((k_test @ weights).argmax(-1) == y_test).double().mean())
 
 
-class ClassGP(gpytorch.models.ExactGP):
-    def __init__(self, x, y, kernel):
-        super().__init__(x, y, gpytorch.likelihoods.GaussianLikelihood())
-        self.mean_module = gpytorch.means.ConstantMean()
-        self.covar_module = gpytorch.kernels.ScaleKernel(kernel)
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
-
-
 def gp_per_class(network, x_train, y_train, x_test, y_test, iterations: int):
     """Posterior means ``(n_test, 10)`` and the empirical coverage of central intervals at LEVELS."""
     kernel = gp_ntk.EmpiricalNTKKernel(network, mode="trace")
     means, covered, nll = [], torch.zeros(len(LEVELS), dtype=torch.float64), 0.0
     for c in tqdm(range(NUM_CLASSES), desc="one GP per class", leave=False):
         target = (y_train == c).double()
-        model = ClassGP(x_train, target, kernel)
+        model = gp_ntk.ExactGPModel(x_train, target, kernel, standardize_inputs=False)
         model.covar_module.outputscale = 1.0 / float(kernel(x_train[:50], diag=True).mean())
         optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
         mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
