@@ -56,7 +56,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by tests/test_package.py
     raise ImportError("gp_ntk.bo needs BoTorch, an optional dependency: pip install gp_ntk[bo]") from error
 
-from ..kernels import UnitVarianceKernel
+from ..kernels import UncentredInputWarning, UnitVarianceKernel
 from ..validation import check_bounds
 from . import ensemble, fitting, gradient, loop, models, pathwise, priors, transforms
 from .ensemble import TrainedEnsembleModel, fit_nngp_variances
@@ -76,6 +76,7 @@ __all__ = [
     "FitReport",
     "GradientEnhancedGP",
     "TrainedEnsembleModel",
+    "UncentredInputWarning",
     "UnitVarianceKernel",
     "bo_kernel",
     "check_bounds",
