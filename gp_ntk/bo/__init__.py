@@ -20,7 +20,7 @@ This module adds what that line leaves to the user:
   ``docs/bo.md``. The default is the depth-3 ReLU NTK with one first-layer weight variance per
   feature, divided by its prior standard deviations (:class:`~gp_ntk.kernels.UnitVarianceKernel`;
   a network kernel's prior variance otherwise grows towards the corners of the box).
-* :class:`~gp_ntk.bo.UncentredInputWarning` (also ``gp_ntk.UncentredInputWarning``): issued once
+* ``UncentredInputWarning`` (also ``gp_ntk.UncentredInputWarning``): issued once
   per process when a network kernel's training inputs all lie in :math:`[0, 1]^d`, as with
   BoTorch's ``Normalize``.
 * :func:`~gp_ntk.bo.fit_bo_model` (:mod:`gp_ntk.bo.fitting`): BoTorch's ``fit_gpytorch_mll``, retried
