@@ -1,92 +1,53 @@
-r"""Candidate network-kernel BO surrogates for inputs whose optimum is anywhere in the box.
+r"""Network-kernel BO surrogates compared in ``benchmarks/bo_offcentre.py``, built from the library.
 
-A depth-:math:`L` ReLU NNGP sees two inputs through the angle between their augmented first-layer
-vectors :math:`(\sigma_b, \sigma_{w,1} x_1/\sqrt d, \dots)`. Divided by its prior standard
-deviations (:class:`gp_ntk.bo.UnitVarianceKernel`), the first layer's correlation is
+* :func:`previous_default`: ``gp_ntk.bo.make_bo_model``'s default before the benchmark with the
+  optimum anywhere in the box: the depth-3 ReLU NNGP with a shared weight variance, no unit
+  variance, and the priors of that time (weight variance mode 2, log-scale 0.5; bias variance
+  mode 0.1, log-scale 1; weight variance kept above 2e-4).
+* :func:`offcentre_kernel` / :func:`make_offcentre_model`: variants of the present default
+  (:func:`gp_ntk.bo.bo_kernel`), optionally with :class:`InputCentre`, a learnt input centre
+  (measured in screening only; it was left out of the library for its cost per iteration).
 
-.. math::
-    \rho_1(x, y) = \frac{\sigma_b^2 + \sum_i \sigma_{w,i}^2 x_i y_i / d}
-        {\sqrt{(\sigma_b^2 + \sum_i \sigma_{w,i}^2 x_i^2/d)(\sigma_b^2 + \sum_i \sigma_{w,i}^2 y_i^2/d)}}
-    \approx 1 - \sum_i \frac{\sigma_{w,i}^2 (x_i - y_i)^2}{2 d \sigma_b^2}
-    \quad (\sigma_b^2 \gg \sigma_{w,i}^2 \lVert x\rVert^2/d),
-
-so a large bias makes the kernel nearly stationary, with per-feature squared lengthscales
-:math:`d\,\sigma_b^2/\sigma_{w,i}^2` (the :math:`1/d` of the first layer scales them with
-:math:`\sqrt d`, as dimension-scaled lengthscale priors do [Hvarfner2024]_), while a small bias
-leaves a dot-product kernel shaped around the origin. With both variances learnt, the evidence
-chooses between the two behaviours; :class:`InputCentre` lets it also move the origin.
-
-.. [Hvarfner2024] C. Hvarfner, E. O. Hellsten, L. Nardi. Vanilla Bayesian Optimization Performs
-    Great in High Dimensions. ICML 2024.
+The module docstring of :mod:`gp_ntk.bo.models` explains how the bias variance decides between a
+nearly stationary kernel and one shaped around the origin.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 from botorch.models import SingleTaskGP
-from botorch.models.transforms.outcome import Standardize
 from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import Kernel, ScaleKernel
-from gpytorch.likelihoods import GaussianLikelihood
-from gpytorch.priors import LogNormalPrior, NormalPrior
+from gpytorch.priors import NormalPrior
 from torch import Tensor
 
-from gp_ntk import NNGPKernel, NTKKernel
-from gp_ntk.bo import CenteredNormalize, UnitVarianceKernel, check_bounds
+from gp_ntk.bo import bo_kernel, make_bo_model
+from gp_ntk.bo.priors import BIAS_PRIOR_SCALE, DEFAULT_WEIGHT_VARIANCE, MIN_VARIANCE, log_normal
 
-__all__ = [
-    "InputCentre",
-    "UncentredInputWarning",
-    "make_offcentre_model",
-    "offcentre_kernel",
-    "warn_if_uncentred",
-]
+__all__ = ["InputCentre", "make_offcentre_model", "offcentre_kernel", "previous_default"]
 
-_MIN_VARIANCE = 1e-4
+# the priors of make_bo_model's previous default, for its comparison column
+_PREVIOUS_BIAS_VARIANCE = 0.1
+_PREVIOUS_WEIGHT_PRIOR_SCALE = 0.5
+_PREVIOUS_BIAS_PRIOR_SCALE = 1.0
 
 
-class UncentredInputWarning(UserWarning):
-    """Inputs of a dot-product kernel all lie in :math:`[0, 1]^d`, one orthant."""
-
-
-_warned_uncentred = False
-
-
-def warn_if_uncentred(x: Tensor, kernel_name: str = "this kernel") -> bool:
-    r"""Warn, once per process, when every input lies in :math:`[0, 1]^d` (:math:`d \ge 2`).
-
-    That is where BoTorch's ``Normalize`` puts a search box. A dot-product kernel sees inputs
-    through their angles at the origin; in one orthant all angles are below 90 degrees and, as
-    :math:`d` grows, concentrate, so the kernel is nearly constant and the GP can hardly tell
-    points apart. Returns whether it warned.
-    """
-    global _warned_uncentred
-    if _warned_uncentred or x.shape[-1] < 2 or x.shape[-2] < 2:
-        return False
-    values = x.detach()
-    if not bool(((values >= 0) & (values <= 1)).all()):
-        return False
-    _warned_uncentred = True
-    warnings.warn(
-        f"every input of {kernel_name} lies in [0, 1]^d (one orthant): a dot-product kernel sees "
-        "inputs through their angles at the origin, which are all small there, so it is nearly "
-        "constant. Centre the inputs on the origin: in BoTorch use "
-        "input_transform=gp_ntk.bo.CenteredNormalize(d, bounds) instead of Normalize(d, bounds) "
-        "(or gp_ntk.make_bo_model); otherwise pass x - 0.5. This warning is shown once; silence it "
-        "with warnings.filterwarnings('ignore', category=UncentredInputWarning).",
-        UncentredInputWarning,
-        stacklevel=3,
-    )
-    return True
-
-
-def _log_normal(mode: float, scale: float) -> LogNormalPrior:
-    # given by its mode exp(loc - scale^2), the value a MAP fit is pulled towards
-    return LogNormalPrior(loc=math.log(mode) + scale**2, scale=scale)
+def previous_default(
+    train_X: Tensor, train_Y: Tensor, bounds: Tensor, *, kernel: str = "nngp", **options: Any
+) -> SingleTaskGP:
+    """``make_bo_model``'s previous default (``kernel="ntk"``: the same set-up with the NTK)."""
+    old_priors: dict[str, Any] = {"bias_variance": _PREVIOUS_BIAS_VARIANCE}
+    if options.get("priors", True):
+        old_priors.update(
+            weight_variance_prior=log_normal(DEFAULT_WEIGHT_VARIANCE, _PREVIOUS_WEIGHT_PRIOR_SCALE),
+            bias_variance_prior=log_normal(_PREVIOUS_BIAS_VARIANCE, _PREVIOUS_BIAS_PRIOR_SCALE),
+            weight_variance_constraint=GreaterThan(MIN_VARIANCE * DEFAULT_WEIGHT_VARIANCE),
+        )
+    settings = {"ard": False, "normalize": False, **old_priors, **options}
+    return make_bo_model(train_X, train_Y, bounds, kernel=kernel, **settings)
 
 
 class InputCentre(Kernel):
@@ -141,62 +102,29 @@ class InputCentre(Kernel):
 def offcentre_kernel(
     num_dims: int,
     *,
-    kernel: str = "nngp",
-    depth: int = 3,
+    kernel: str = "ntk",
     unit_variance: bool = True,
-    ard: bool = True,
+    bias_mode: float | None = None,
     learn_centre: bool = False,
-    weight_prior_scale: float = 1.0,
-    bias_mode: float = 1.0,
-    bias_prior_scale: float = 1.5,
     centre_prior_scale: float = 0.5,
+    **options: Any,
 ) -> ScaleKernel:
-    r"""``ScaleKernel([InputCentre](UnitVarianceKernel(ReLU NNGP/NTK with ARD)))`` for inputs in :math:`[-1, 1]^d`.
+    r"""``gp_ntk.bo.bo_kernel(kernel, num_dims, ...)``, optionally with a learnt centre inside the scale.
 
-    Priors (LogNormal, by mode and log-scale): first-layer weight variances mode 2, log-scale
-    ``weight_prior_scale`` (one per feature with ``ard``; deeper layers share one, same prior);
-    bias variance mode ``bias_mode``, log-scale ``bias_prior_scale`` (broad: its ratio to the
-    weight variances sets how stationary the kernel is, see the module docstring); outputscale
-    mode 1, log-scale 1.
+    ``bias_mode`` moves the bias variance's initial value and prior mode (same log-scale);
+    ``unit_variance`` is ``bo_kernel``'s ``normalize``; other options go to ``bo_kernel``.
     """
-    cls = NNGPKernel if kernel == "nngp" else NTKKernel
-    network = cls(
-        depth=depth,
-        activation="relu",
-        weight_variance=2.0,
-        bias_variance=bias_mode,
-        ard_num_dims=num_dims if ard else None,
-        weight_variance_prior=_log_normal(2.0, weight_prior_scale),
-        bias_variance_prior=_log_normal(bias_mode, bias_prior_scale),
-        weight_variance_constraint=GreaterThan(_MIN_VARIANCE),
-        bias_variance_constraint=GreaterThan(_MIN_VARIANCE),
-    )
-    base: Kernel = UnitVarianceKernel(network) if unit_variance else network
+    if bias_mode is not None:
+        options.update(bias_variance=bias_mode, bias_variance_prior=log_normal(bias_mode, BIAS_PRIOR_SCALE))
+    scaled = bo_kernel(kernel, num_dims, normalize=unit_variance, **options)
     if learn_centre:
-        base = InputCentre(base, num_dims, prior_scale=centre_prior_scale)
-    scaled = ScaleKernel(
-        base, outputscale_prior=_log_normal(1.0, 1.0), outputscale_constraint=GreaterThan(_MIN_VARIANCE)
-    )
-    scaled.outputscale = 1.0
+        scaled.base_kernel = InputCentre(scaled.base_kernel, num_dims, prior_scale=centre_prior_scale)
     return scaled
 
 
 def make_offcentre_model(
-    train_X: Tensor,
-    train_Y: Tensor,
-    bounds: Tensor,
-    *,
-    likelihood: GaussianLikelihood | None = None,
-    **kernel_options: Any,
+    train_X: Tensor, train_Y: Tensor, bounds: Tensor, **kernel_options: Any
 ) -> SingleTaskGP:
-    """``SingleTaskGP`` with :func:`offcentre_kernel`, ``CenteredNormalize(d, bounds)`` and ``Standardize``."""
-    num_dims = train_X.shape[-1]
-    bounds = check_bounds(bounds, num_dims).to(train_X)
-    return SingleTaskGP(
-        train_X,
-        train_Y,
-        covar_module=offcentre_kernel(num_dims, **kernel_options),
-        likelihood=likelihood,
-        input_transform=CenteredNormalize(num_dims, bounds=bounds),
-        outcome_transform=Standardize(m=train_Y.shape[-1]),
-    )
+    """``make_bo_model`` (``CenteredNormalize``, ``Standardize``) with :func:`offcentre_kernel`."""
+    covar_module = offcentre_kernel(train_X.shape[-1], **kernel_options)
+    return make_bo_model(train_X, train_Y, bounds, kernel=covar_module)

@@ -24,9 +24,10 @@ coordinate by coordinate on a fine grid (the sum matches BoTorch's :math:`f^*` t
 
 Surrogates: BoTorch's default ``SingleTaskGP`` (``rbf``), Matern-5/2 ARD with Gamma priors
 (``matern``), BoTorch's ``InfiniteWidthBNNKernel`` (``ibnn``), Sobol search (``sobol``),
-``gp_ntk.bo.make_bo_model``'s default (``nngp-default``), the one-line path
+``gp_ntk.bo.make_bo_model``'s default (``default``: the depth-3 ReLU NTK with ARD and unit
+variance), its previous default, the ReLU NNGP (``nngp-previous``), the one-line path
 ``ScaleKernel(gp_ntk.NNGPKernel(depth=3))`` with BoTorch's ``Normalize`` (``one-line``), and the
-candidates of ``benchmarks/_bo_surrogates.py``.
+variants of ``benchmarks/_bo_surrogates.py`` measured on the way.
 
 Usage::
 
@@ -219,6 +220,13 @@ def _candidate(**options):
     return factory
 
 
+def _previous(**options):
+    def factory(train_X, train_Y, bounds):
+        return _bo_surrogates.previous_default(train_X, train_Y, bounds, **options)
+
+    return factory
+
+
 def surrogates() -> dict[str, Callable | None]:
     base = _load_bo_benchmark()
     return {
@@ -226,18 +234,20 @@ def surrogates() -> dict[str, Callable | None]:
         "matern": base._matern,
         "ibnn": base._ibnn,
         "sobol": None,
-        "nngp-default": _make_bo_model(),
+        "nngp-previous": _previous(),
         "one-line": _one_line(centred=False),
         "one-line-centred": _one_line(centred=True),
+        # the depth-3 ReLU NTK, ARD, unit variance: measured as the candidate "uv-ard-ntk"
+        "default": _make_bo_model(),
         # levers (screening)
-        "nngp-ard": _make_bo_model(ard=True),
-        "nngp-unit": _make_bo_model(normalize=True),
-        "uv-shared": _candidate(ard=False),
-        "uv-ard": _candidate(),
-        "uv-ard-centre": _candidate(learn_centre=True),
-        "uv-ard-ntk": _candidate(kernel="ntk"),
-        "uv-ard-depth1": _candidate(depth=1),
-        "plain-ard-centre": _candidate(unit_variance=False, bias_mode=0.1, learn_centre=True),
+        "nngp-ard": _previous(ard=True),
+        "nngp-unit": _previous(normalize=True),
+        "uv-shared": _candidate(kernel="nngp", ard=False),
+        "uv-ard": _candidate(kernel="nngp"),
+        "uv-ard-centre": _candidate(kernel="nngp", learn_centre=True),
+        "uv-ard-depth1": _candidate(kernel="nngp", depth=1),
+        "plain-ard-centre": _candidate(kernel="nngp", unit_variance=False, bias_mode=0.1, learn_centre=True),
+        "ntk-centre": _candidate(learn_centre=True),
     }
 
 
@@ -246,9 +256,10 @@ LABELS = {
     "matern": "Matern-5/2 ARD",
     "ibnn": "BoTorch IBNN",
     "sobol": "Sobol",
-    "nngp-default": "make_bo_model default",
+    "nngp-previous": "ReLU NNGP (previous default)",
     "one-line": "one-line (Normalize)",
     "one-line-centred": "one-line (CenteredNormalize)",
+    "default": "make_bo_model default (ReLU NTK)",
 }
 REFERENCE = "rbf"
 
@@ -612,11 +623,11 @@ def plot(records: Sequence[dict[str, Any]], path: Path) -> None:
 def noise_study(problems: Sequence[str], seeds: Sequence[int], iterations: int = 10) -> str:
     """Why a smooth network kernel explains BO data as noise: MAP fits on the loop's own data.
 
-    For each problem and seed, ``make_bo_model``'s default runs ``iterations`` BO steps after 10
-    Sobol points; on the data it collected, each model is fitted by ``fit_bo_model`` and reported
+    For each problem and seed, ``make_bo_model``'s previous default (the ReLU NNGP) runs
+    ``iterations`` BO steps after 10 Sobol points; on the data it collected, each model is fitted by ``fit_bo_model`` and reported
     with its fitted noise variance (standardised units) and its MAP objective (the marginal log
     likelihood plus log priors, per data point, as ``ExactMarginalLogLikelihood`` returns it). The
-    row "noise held at 1e-4" refits the default kernel with the noise fixed: a lower MAP there
+    row "noise held at 1e-4" refits the NNGP with the noise fixed: a lower MAP there
     than in the free fit means the large noise is what the evidence prefers, not an optimiser's
     local optimum.
     """
@@ -626,10 +637,10 @@ def noise_study(problems: Sequence[str], seeds: Sequence[int], iterations: int =
 
     factories = surrogates()
     models = {
-        "make_bo_model default (NNGP)": factories["nngp-default"],
-        "make_bo_model(kernel='ntk')": _make_bo_model(kernel="ntk"),
+        "ReLU NNGP (previous default)": factories["nngp-previous"],
+        "ReLU NTK, previous set-up": _previous(kernel="ntk"),
         "uv-ard": factories["uv-ard"],
-        "uv-ard-ntk": factories["uv-ard-ntk"],
+        "make_bo_model default (ReLU NTK)": factories["default"],
         "BoTorch default (RBF)": factories["rbf"],
     }
 
@@ -640,7 +651,7 @@ def noise_study(problems: Sequence[str], seeds: Sequence[int], iterations: int =
             return float(mll(model(*model.train_inputs), model.train_targets))
 
     lines = [
-        f"{iterations} BO iterations of make_bo_model's default after 10 Sobol points; q = 1.",
+        f"{iterations} BO iterations of the ReLU NNGP (previous default) after 10 Sobol points; q = 1.",
         "",
         "| problem | seed | model | fitted noise | MAP per point |",
         "|---|---:|---|---:|---:|",
@@ -655,7 +666,7 @@ def noise_study(problems: Sequence[str], seeds: Sequence[int], iterations: int =
                     instance,
                     instance.bounds,
                     10 + iterations,
-                    surrogate=factories["nngp-default"],
+                    surrogate=factories["nngp-previous"],
                     acquisition=_acquisition,
                     num_initial=10,
                     num_restarts=2,
@@ -670,7 +681,7 @@ def noise_study(problems: Sequence[str], seeds: Sequence[int], iterations: int =
                     lines.append(
                         f"| {name} | {seed} | {label} | {_fitted_noise(model):.3g} | {map_value(model):.3f} |"
                     )
-                    if label.startswith("make_bo_model default"):
+                    if label.startswith("ReLU NNGP"):
                         held = factory(X, Y, instance.bounds)
                         held.likelihood.noise = 1e-4
                         held.likelihood.raw_noise.requires_grad_(False)
@@ -714,12 +725,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
 
     if args.quick:
-        problems, names = list(QUICK_PROBLEMS), args.surrogates or ["rbf", "sobol", "uv-ard"]
+        problems, names = list(QUICK_PROBLEMS), args.surrogates or ["rbf", "sobol", "default"]
         budget = Budget(4, 6, args.q, 1, 16)
         seeds = [0]
     else:
         problems = args.problems or list(SCREEN_PROBLEMS if args.screen else FULL_PROBLEMS)
-        names = args.surrogates or ["rbf", "matern", "ibnn", "sobol", "nngp-default", "one-line", "uv-ard"]
+        names = args.surrogates or [
+            "rbf",
+            "matern",
+            "ibnn",
+            "sobol",
+            "nngp-previous",
+            "one-line",
+            "one-line-centred",
+            "default",
+        ]
         budget = Budget(
             args.initial, args.initial + args.evaluations, args.q, args.restarts, args.raw_samples
         )

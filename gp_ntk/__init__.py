@@ -55,6 +55,7 @@ from .kernels import (
     NNGPKernelGrad,
     NTKKernel,
     NTKKernelGrad,
+    UncentredInputWarning,
     UnitVarianceKernel,
 )
 from .models import ExactGPModel, VariationalGPModel
@@ -126,6 +127,7 @@ __all__ = [
     "Sign",
     "Sin",
     "Step",
+    "UncentredInputWarning",
     "VariationalGPModel",
     "activations",
     "approximations",

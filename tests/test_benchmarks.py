@@ -145,7 +145,7 @@ def test_offcentre_benchmark_quick_run_resumes(tmp_path: Path) -> None:
     benchmark = _load("bo_offcentre")
     output = benchmark.main(["--quick", "--out", str(tmp_path)])
     records = output["records"]
-    assert {r["surrogate"] for r in records} == {"rbf", "sobol", "uv-ard"}
+    assert {r["surrogate"] for r in records} == {"rbf", "sobol", "default"}
     for record in records:
         regret = torch.tensor(record["log_regret"])
         assert torch.isfinite(regret).all() and bool((regret[1:] <= regret[:-1]).all())
@@ -154,26 +154,6 @@ def test_offcentre_benchmark_quick_run_resumes(tmp_path: Path) -> None:
     lines = sum(path.read_text().count("\n") for path in tmp_path.glob("runs*.jsonl"))
     benchmark.main(["--quick", "--out", str(tmp_path)])
     assert sum(path.read_text().count("\n") for path in tmp_path.glob("runs*.jsonl")) == lines
-
-
-def test_uncentred_inputs_warn_once_and_centred_inputs_never(monkeypatch: pytest.MonkeyPatch) -> None:
-    import warnings
-
-    import torch
-
-    _load("bo_offcentre")
-    import _bo_surrogates as prototypes
-
-    monkeypatch.setattr(prototypes, "_warned_uncentred", False)
-    centred = torch.rand(20, 4, dtype=torch.float64) * 2 - 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert not prototypes.warn_if_uncentred(centred)
-    with pytest.warns(prototypes.UncentredInputWarning, match="CenteredNormalize"):
-        assert prototypes.warn_if_uncentred(torch.rand(20, 4, dtype=torch.float64))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert not prototypes.warn_if_uncentred(torch.rand(20, 4, dtype=torch.float64))
 
 
 def test_input_centre_shifts_both_arguments() -> None:

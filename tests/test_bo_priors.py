@@ -32,13 +32,21 @@ def test_weight_variance_mode_divides_by_the_dimension_only_for_unscaled_first_l
         priors.weight_variance_mode("erf", None)
 
 
-def test_constraints_floor_each_variance_relative_to_its_mode() -> None:
+def test_constraints_floor_the_weight_variance_on_the_nngp_scale() -> None:
     options = priors.kernel_priors("erf", 5)
-    weight_mode = priors.DEFAULT_WEIGHT_VARIANCE / 5
-    assert float(options["weight_variance_constraint"].lower_bound) == pytest.approx(
-        priors.MIN_VARIANCE * weight_mode
-    )
+    assert float(options["weight_variance_constraint"].lower_bound) == pytest.approx(priors.MIN_VARIANCE / 5)
     assert float(options["bias_variance_constraint"].lower_bound) == pytest.approx(priors.MIN_VARIANCE)
+    ntk = priors.kernel_priors("ntk", None)
+    assert float(ntk["weight_variance_constraint"].lower_bound) == pytest.approx(priors.MIN_VARIANCE)
+
+
+def test_default_prior_modes_and_scales() -> None:
+    options = priors.kernel_priors("ntk", 4)
+    weight, bias = options["weight_variance_prior"], options["bias_variance_prior"]
+    assert float(weight.mode) == pytest.approx(2.0) and float(weight.scale) == pytest.approx(1.0)
+    assert float(bias.mode) == pytest.approx(1.0) and float(bias.scale) == pytest.approx(1.5)
+    outputscale = priors.outputscale_priors()["outputscale_prior"]
+    assert float(outputscale.mode) == pytest.approx(1.0) and float(outputscale.scale) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("name", ["ntk", "erf"])
@@ -55,6 +63,6 @@ def test_a_kernel_with_priors_pickles_and_keeps_them(name: str) -> None:
         name: float(prior.log_prob(closure(module)).sum())
         for name, module, prior, closure, _ in copy.named_priors()
     }
-    assert original.keys() == restored.keys() and len(original) == 3
+    assert original.keys() == restored.keys() and len(original) == (4 if name == "ntk" else 3)
     for key, value in original.items():
         assert restored[key] == pytest.approx(value)

@@ -17,8 +17,12 @@ This module adds what that line leaves to the user:
   :mod:`gp_ntk.bo.priors`): a ``ScaleKernel``-wrapped network kernel with
   priors that make its hyperparameters identifiable, inside a ``SingleTaskGP`` with the
   centring transform and ``Standardize``. The choices and the measurements behind them are in
-  ``docs/bo.md``. :class:`~gp_ntk.kernels.UnitVarianceKernel` optionally divides out a network kernel's prior
-  variance, which otherwise grows towards the corners of the box.
+  ``docs/bo.md``. The default is the depth-3 ReLU NTK with one first-layer weight variance per
+  feature, divided by its prior standard deviations (:class:`~gp_ntk.kernels.UnitVarianceKernel`;
+  a network kernel's prior variance otherwise grows towards the corners of the box).
+* ``UncentredInputWarning`` (also ``gp_ntk.UncentredInputWarning``): issued once
+  per process when a network kernel's training inputs all lie in :math:`[0, 1]^d`, as with
+  BoTorch's ``Normalize``.
 * :func:`~gp_ntk.bo.fit_bo_model` (:mod:`gp_ntk.bo.fitting`): BoTorch's ``fit_gpytorch_mll``, retried
   from the initial hyperparameters with 100x more Cholesky jitter when it fails.
 * :func:`~gp_ntk.bo.run_bo` (:mod:`gp_ntk.bo.loop`): a complete, fault-tolerant BO loop (Sobol initial design, fit, acquisition
@@ -56,7 +60,7 @@ try:
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by tests/test_package.py
     raise ImportError("gp_ntk.bo needs BoTorch, an optional dependency: pip install gp_ntk[bo]") from error
 
-from ..kernels import UnitVarianceKernel
+from ..kernels import UncentredInputWarning, UnitVarianceKernel
 from ..validation import check_bounds
 from . import ensemble, fitting, gradient, loop, models, pathwise, priors, transforms
 from .ensemble import TrainedEnsembleModel, fit_nngp_variances
@@ -76,6 +80,7 @@ __all__ = [
     "FitReport",
     "GradientEnhancedGP",
     "TrainedEnsembleModel",
+    "UncentredInputWarning",
     "UnitVarianceKernel",
     "bo_kernel",
     "check_bounds",

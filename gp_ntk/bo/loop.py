@@ -278,7 +278,7 @@ def run_bo(
     bounds: Tensor,
     num_evaluations: int,
     *,
-    surrogate: str | ModelFactory | None = "nngp",
+    surrogate: str | ModelFactory | None = "ntk",
     acquisition: str | AcquisitionFactory = "qlognei",
     batch_size: int = 1,
     num_initial: int | None = None,
@@ -325,7 +325,7 @@ def run_bo(
         bounds: ``2 x d`` float tensor; its dtype and device are used throughout (float64
             recommended, as in BoTorch).
         num_evaluations: total evaluation budget, initial design included.
-        surrogate: a kernel name for :func:`~gp_ntk.bo.make_bo_model` (``"nngp"``, ``"ntk"``, ``"arccos"``,
+        surrogate: a kernel name for :func:`~gp_ntk.bo.make_bo_model` (``"ntk"``, its default, ``"nngp"``, ``"arccos"``,
             ``"erf"``), a callable ``(train_X, train_Y, bounds) -> Model`` (``train_Y`` is
             ``n x 1``), or ``"random"``/``None`` for random search.
         acquisition: ``"qlognei"`` (``qLogNoisyExpectedImprovement`` on the observed inputs),

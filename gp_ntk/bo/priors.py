@@ -2,7 +2,15 @@ r"""Priors and constraints that make a network kernel's hyperparameters identifi
 
 For inputs in :math:`[-1, 1]^d` (:class:`~gp_ntk.bo.CenteredNormalize`) and standardised
 outcomes. Every prior is a GPyTorch ``LogNormalPrior`` given by its mode and log-scale
-:math:`s`; the measurements behind the values are in ``docs/bo.md#3-why-these-defaults-measured``.
+:math:`s`; every variance starts at its prior's mode. The values are those of the benchmark
+with the optimum anywhere in the box (``docs/bo.md``, section 6.1):
+
+* first-layer weight variances (one per feature with ARD) and the deeper layers' shared one:
+  mode 2, ReLU's variance-preserving value, :math:`s = 1`;
+* bias variance: mode 1, :math:`s = 1.5`. Its ratio to the weight variances decides how
+  stationary the kernel is (see :func:`gp_ntk.bo.bo_kernel`), so the prior is broad and lets
+  the evidence choose;
+* outputscale: mode 1, :math:`s = 1`.
 
 The dimension enters in one place, :func:`weight_variance_mode`: Williams' erf kernel and Cho &
 Saul's arc-cosine kernel sum over input features without dividing by :math:`d`, so their weight
@@ -34,9 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHT_VARIANCE = 2.0
-DEFAULT_BIAS_VARIANCE = 0.1
-WEIGHT_PRIOR_SCALE = 0.5
-BIAS_PRIOR_SCALE = 1.0
+DEFAULT_BIAS_VARIANCE = 1.0
+WEIGHT_PRIOR_SCALE = 1.0
+BIAS_PRIOR_SCALE = 1.5
 OUTPUTSCALE_PRIOR_SCALE = 1.0
 MIN_VARIANCE = 1e-4
 
@@ -61,12 +69,17 @@ def weight_variance_mode(name: str, num_dims: int | None) -> float:
 
 
 def kernel_priors(name: str, num_dims: int | None) -> dict[str, Any]:
-    """Constructor arguments of a network kernel: initial variances, their priors and floors."""
+    """Constructor arguments of a network kernel: the variances' priors and floors.
+
+    The bias variance is kept above ``MIN_VARIANCE``; the weight variances above
+    ``MIN_VARIANCE`` on the NNGP/NTK's scale, that is ``MIN_VARIANCE`` times their mode over
+    ``DEFAULT_WEIGHT_VARIANCE`` (``MIN_VARIANCE / d`` for ``"arccos"``/``"erf"``).
+    """
     weight_mode = weight_variance_mode(name, num_dims)
     return {
         "weight_variance_prior": log_normal(weight_mode, WEIGHT_PRIOR_SCALE),
         "bias_variance_prior": log_normal(DEFAULT_BIAS_VARIANCE, BIAS_PRIOR_SCALE),
-        "weight_variance_constraint": GreaterThan(MIN_VARIANCE * weight_mode),
+        "weight_variance_constraint": GreaterThan(MIN_VARIANCE * weight_mode / DEFAULT_WEIGHT_VARIANCE),
         "bias_variance_constraint": GreaterThan(MIN_VARIANCE),
     }
 

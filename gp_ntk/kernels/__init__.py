@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._contract import UncentredInputWarning
 from .arc_cosine import ArcCosineKernel
 from .erf import ErfKernel
 from .grad import ArcCosineKernelGrad, ErfKernelGrad, NNGPKernelGrad, NTKKernelGrad
@@ -9,5 +10,12 @@ from .nngp import DeepNetworkKernel, NNGPKernel
 from .ntk import NTKKernel
 from .unit_variance import UnitVarianceKernel as UnitVarianceKernel
 
-__all__ = ["ArcCosineKernel", "DeepNetworkKernel", "ErfKernel", "NNGPKernel", "NTKKernel"]
+__all__ = [
+    "ArcCosineKernel",
+    "DeepNetworkKernel",
+    "ErfKernel",
+    "NNGPKernel",
+    "NTKKernel",
+    "UncentredInputWarning",
+]
 __all__ += ["ArcCosineKernelGrad", "ErfKernelGrad", "NNGPKernelGrad", "NTKKernelGrad"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import numbers
 import re
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,84 @@ STRUCTURE_KEY = getattr(torch.nn.modules.module, "_EXTRA_STATE_KEY_SUFFIX", "_ex
 
 # version of the structure entry's encoding, stored with it
 _STRUCTURE_FORMAT = 1
+
+
+# ------------------------------------------------------------------------------- inputs
+
+
+class UncentredInputWarning(UserWarning):
+    r"""Every input of a dot-product kernel lies in :math:`[0, 1]^d`, one orthant.
+
+    Issued once per process by the network kernels (:func:`warn_if_uncentred`); silence it
+    with ``warnings.filterwarnings("ignore", category=gp_ntk.UncentredInputWarning)``.
+    """
+
+
+_uncentred_warned = False
+
+# the warning points at the first frame outside these: the user's line that built or fitted the model
+_LIBRARY_PACKAGES = frozenset({"gp_ntk", "gpytorch", "linear_operator", "botorch", "torch"})
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for a warning issued by this module's caller that names the user's frame."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARY_PACKAGES:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def reset_uncentred_warning() -> None:
+    """Let :func:`warn_if_uncentred` warn again (it warns once per process)."""
+    global _uncentred_warned
+    _uncentred_warned = False
+
+
+# the warning points at the first frame outside these: the user's line that built or fitted the model
+_LIBRARY_PACKAGES = frozenset({"gp_ntk", "gpytorch", "linear_operator", "botorch", "torch"})
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for a warning issued by this module's caller that names the user's frame."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARY_PACKAGES:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_if_uncentred(kernel: torch.nn.Module, x1: Tensor, x2: Tensor) -> bool:
+    r"""Warn, once per process, when a kernel's training inputs all lie in :math:`[0, 1]^d`.
+
+    That is where BoTorch's ``Normalize`` puts a search box. NNGP, NTK, arc-cosine and erf
+    kernels see inputs through their norms and angles at the origin; in one orthant all angles
+    are below 90 degrees and concentrate as :math:`d` grows, so a deep kernel is nearly
+    constant and the GP can hardly tell points apart (``docs/kernels.md``, section 11).
+
+    Checked only where it is cheap and telling: on ``k(X, X)`` (``x1 is x2``) of a kernel in
+    training mode, with :math:`d \ge 2` and :math:`n \ge 2`, outside ``torch.compile`` tracing,
+    and not at all once the warning has been issued (one reduction, one device sync, per
+    checked call until then). Returns whether it warned.
+    """
+    global _uncentred_warned
+    if _uncentred_warned or x1 is not x2 or not kernel.training or torch.compiler.is_compiling():
+        return False
+    if x1.dim() < 2 or x1.shape[-1] < 2 or x1.shape[-2] < 2:
+        return False
+    with torch.no_grad():
+        if not bool(((x1 >= 0) & (x1 <= 1)).all()):
+            return False
+    _uncentred_warned = True
+    warnings.warn(
+        f"every input of {type(kernel).__name__} lies in [0, 1]^d, one orthant: this kernel sees "
+        "inputs through their angles at the origin, which are all small there, so it is nearly "
+        "constant. Centre the inputs on the origin: in BoTorch use "
+        "input_transform=gp_ntk.bo.CenteredNormalize(d, bounds) instead of Normalize(d, bounds) "
+        "(as gp_ntk.bo.make_bo_model does); otherwise pass x - 0.5. Shown once per process; "
+        "silence it with warnings.filterwarnings('ignore', category=gp_ntk.UncentredInputWarning).",
+        UncentredInputWarning,
+        stacklevel=_user_stacklevel(),
+    )
+    return True
 
 
 # ---------------------------------------------------------------------------- arguments

@@ -39,6 +39,7 @@ from ._contract import (
     exact_values,
     get_variance,
     set_variance,
+    warn_if_uncentred,
 )
 
 __all__ = ["VarianceKernel", "check_inputs"]
@@ -731,6 +732,7 @@ class VarianceKernel(Kernel):
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
         self._check_inputs(x1, x2, diag, last_dim_is_batch)
+        warn_if_uncentred(self, x1, x2)
         variances = self._variances()
         if diag or last_dim_is_batch:
             return self._checked_output(
