@@ -34,6 +34,11 @@ carry them); after changing those, call :meth:`RandomFeatureKernel.resample`.
 \psi_j(x)\psi_j(y)`, with the same ``LowRankRootLinearOperator`` structure: learned rather than
 random features, :math:`k` of them, fitted on minibatches of any number of points.
 
+For a :class:`~gp_ntk.kernels.UnitVarianceKernel` around one of these kernels the features are
+those of the inner kernel divided by their norm, :math:`\phi(x)/\lVert\phi(x)\rVert`: the
+approximation keeps the exact unit diagonal, and its off-diagonal entries converge to
+:math:`k(x, y)/\sqrt{k(x, x)k(y, y)}`.
+
 These features are also BoTorch's pathwise feature maps for the network kernels
 (``draw_matheron_paths``, ``get_optimal_samples``, pathwise Thompson sampling), registered by
 :mod:`gp_ntk.bo.pathwise` when :mod:`gp_ntk.bo` is imported (BoTorch is an optional extra).
@@ -53,7 +58,7 @@ from gpytorch.kernels import Kernel
 from linear_operator.operators import LowRankRootLinearOperator, MatmulLinearOperator
 from torch import Tensor, nn
 
-from .kernels import ArcCosineKernel, ErfKernel, NTKKernel
+from .kernels import ArcCosineKernel, ErfKernel, NTKKernel, UnitVarianceKernel
 from .kernels.nngp import DeepNetworkKernel
 from .networks import from_kernel
 
@@ -176,6 +181,8 @@ class _CompositionFeatures(nn.Module):
 
 
 def _supported(kernel) -> bool:
+    if isinstance(kernel, UnitVarianceKernel):
+        kernel = kernel.base_kernel
     return isinstance(kernel, (DeepNetworkKernel, ArcCosineKernel, ErfKernel))
 
 
@@ -188,7 +195,8 @@ class RandomFeatureKernel(Kernel):
 
     Args:
         base_kernel: an :class:`~gp_ntk.NNGPKernel`, :class:`~gp_ntk.NTKKernel`,
-            :class:`~gp_ntk.ArcCosineKernel` or :class:`~gp_ntk.ErfKernel` without batch shape.
+            :class:`~gp_ntk.ArcCosineKernel` or :class:`~gp_ntk.ErfKernel` without batch shape,
+            or a :class:`~gp_ntk.kernels.UnitVarianceKernel` around one.
         num_features: :math:`D`: the hidden width for the NNGP (plus one bias feature), the
             number of directions for arc-cosine and erf, the parameter budget for the NTK.
         in_features: input dimension; by default taken from the first input (as ``RFFKernel``).
@@ -211,7 +219,8 @@ class RandomFeatureKernel(Kernel):
     ) -> None:
         if not _supported(base_kernel):
             raise ValueError(
-                "base_kernel must be an NNGPKernel, NTKKernel, ArcCosineKernel or ErfKernel, "
+                "base_kernel must be an NNGPKernel, NTKKernel, ArcCosineKernel or ErfKernel, or a "
+                "UnitVarianceKernel around one, "
                 f"got {type(base_kernel).__name__}"
             )
         if len(base_kernel.batch_shape) > 0:
@@ -241,8 +250,14 @@ class RandomFeatureKernel(Kernel):
             raise ValueError("the features are drawn on first use; pass in_features to know their number")
         return self.feature_map.num_outputs
 
-    def _draw(self, in_features: int) -> None:
+    @property
+    def _network_kernel(self) -> Kernel:
+        """The network kernel whose features are drawn (inside a ``UnitVarianceKernel`` if any)."""
         base = self.base_kernel
+        return base.base_kernel if isinstance(base, UnitVarianceKernel) else base
+
+    def _draw(self, in_features: int) -> None:
+        base = self._network_kernel
         generator = torch.Generator().manual_seed(self.seed)
         if base.ard_num_dims is not None and base.ard_num_dims != in_features:
             raise ValueError(f"inputs must have ard_num_dims={base.ard_num_dims} features, got {in_features}")
@@ -271,14 +286,20 @@ class RandomFeatureKernel(Kernel):
             raise ValueError(f"x must be a (..., n, d) tensor, got {getattr(x, 'shape', type(x).__name__)}")
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x has NaN or infinite entries")
-        active = self.base_kernel.active_dims
-        if active is not None:
-            x = x.index_select(-1, active.to(x.device))
+        network = self._network_kernel
+        for kernel in dict.fromkeys((self.base_kernel, network)):
+            if kernel.active_dims is not None:
+                x = x.index_select(-1, kernel.active_dims.to(x.device))
         if self.feature_map is None:
             self._draw(x.shape[-1])
         elif x.shape[-1] != self._in_features:
             raise ValueError(f"inputs must have {self._in_features} features, got {x.shape[-1]}")
-        return self.feature_map(x)
+        features = self.feature_map(x)
+        if network is self.base_kernel:
+            return features
+        # by the features' own norm, not the exact variance: the diagonal is then exactly 1
+        norm_sq = features.square().sum(-1, keepdim=True)
+        return features * norm_sq.clamp_min(torch.finfo(norm_sq.dtype).tiny).rsqrt()
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
         if last_dim_is_batch:

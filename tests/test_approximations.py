@@ -370,3 +370,56 @@ def test_neural_ef_kernel_keeps_its_copy_and_refuses_bad_input():
         gp_ntk.approximations.NeuralEFKernel(nef, chunk_size=0)
     with pytest.raises(ValueError, match="features"):
         kernel.features(torch.randn(3, 5, dtype=torch.float64))
+
+
+def test_unit_variance_features_keep_the_exact_unit_diagonal_and_converge():
+    base = gp_ntk.NNGPKernel(depth=2, bias_variance=0.3).double()
+    kernel = gp_ntk.UnitVarianceKernel(base)
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = kernel(x).to_dense()
+    errors = []
+    for num_features in (64, 4096):
+        approx = RandomFeatureKernel(kernel, num_features=num_features).double()
+        dense = approx(x).to_dense()
+        torch.testing.assert_close(dense.diagonal(), torch.ones(40, dtype=torch.float64), rtol=1e-12, atol=0)
+        errors.append(float((dense - exact).abs().max()))
+    # entrywise error O(1/sqrt(D)): 64 times the features, about 8 times smaller
+    assert errors[1] < errors[0] / 3 and errors[1] < 0.06
+
+
+def test_unit_variance_features_refuse_an_unsupported_inner_kernel():
+    with pytest.raises(ValueError, match="UnitVarianceKernel around one"):
+        RandomFeatureKernel(gp_ntk.UnitVarianceKernel(gpytorch.kernels.RBFKernel()), num_features=8)
+
+
+@pytest.mark.slow
+def test_botorch_matheron_paths_with_the_bo_default():
+    pytest.importorskip("botorch")
+    import functools
+
+    from botorch.sampling.pathwise import draw_matheron_paths
+    from botorch.sampling.pathwise.prior_samplers import draw_kernel_feature_paths
+
+    from gp_ntk.bo import make_bo_model
+
+    x = torch.rand(15, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.sin(6 * x).sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    model = make_bo_model(x, y, bounds).eval()
+    x_test = torch.rand(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        posterior = model.posterior(x_test)
+    mean, std = posterior.mean.squeeze(-1), posterior.variance.squeeze(-1).sqrt()
+    std_errors = []
+    for num_features in (256, 4096):
+        torch.manual_seed(0)
+        sampler = functools.partial(draw_kernel_feature_paths, num_features=num_features)
+        paths = draw_matheron_paths(model, sample_shape=torch.Size([2000]), prior_sampler=sampler)
+        with torch.no_grad():
+            samples = paths(x_test)
+        assert samples.shape == (2000, 6) and bool(torch.isfinite(samples).all())
+        # the update uses the exact kernel, so the paths' mean is the posterior mean at any D
+        assert float(((samples.mean(0) - mean).abs() / std).max()) < 0.2
+        std_errors.append(float(((samples.std(0) - std) / std).abs().max()))
+    # the NTK's gradient features converge slowly (docs/bo.md#8-limitations), but they converge
+    assert std_errors[1] < std_errors[0]

@@ -3,7 +3,8 @@ r"""BoTorch pathwise feature maps for the network kernels.
 Registers :func:`gen_kernel_features` with BoTorch's ``GenKernelFeatures`` dispatcher for the
 network kernels and :class:`~gp_ntk.approximations.RandomFeatureKernel` (on import of
 :mod:`gp_ntk.bo`), so ``draw_matheron_paths``, ``get_optimal_samples`` and pathwise Thompson
-sampling work with network kernels (inside ``ScaleKernel`` too). The features are those of
+sampling work with network kernels (inside ``ScaleKernel`` and
+:class:`~gp_ntk.kernels.UnitVarianceKernel` too, so with :func:`~gp_ntk.bo.make_bo_model`'s default). The features are those of
 :mod:`gp_ntk.approximations`.
 """
 
@@ -17,7 +18,7 @@ from gpytorch.kernels import Kernel
 from torch import Tensor, nn
 
 from ..approximations import RandomFeatureKernel
-from ..kernels import ArcCosineKernel, ErfKernel
+from ..kernels import ArcCosineKernel, ErfKernel, UnitVarianceKernel
 from ..kernels.nngp import DeepNetworkKernel
 
 __all__ = ["RandomFeatureMap", "gen_kernel_features"]
@@ -64,5 +65,5 @@ def _generate(kernel: Kernel, *, num_inputs: int, num_outputs: int, **kwargs) ->
     return gen_kernel_features(kernel, num_inputs, num_outputs)
 
 
-for _kernel_type in (RandomFeatureKernel, DeepNetworkKernel, ArcCosineKernel, ErfKernel):
+for _kernel_type in (RandomFeatureKernel, DeepNetworkKernel, ArcCosineKernel, ErfKernel, UnitVarianceKernel):
     GenKernelFeatures.register(_kernel_type)(_generate)
