@@ -42,6 +42,7 @@ few projections, noise sd 0.1), labels centred by the training mean.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -61,7 +62,7 @@ from large_n import PeakMemory, make_data  # noqa: E402
 from random_features import feature_statistics, fit_scales, predict  # noqa: E402
 
 import gp_ntk  # noqa: E402
-from gp_ntk.spectral import NeuralEigenfunctions  # noqa: E402
+from gp_ntk.spectral import NeuralEigenfunctions, eigenmodes  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -319,6 +320,21 @@ def sgpr(base, scale, noise, x, y, x_test, size, seed):
     return mean, variance, fit_seconds, predict_seconds, memory.extra_bytes / 2**20
 
 
+class EigenmodeFeatures:
+    """``sqrt(lambda_j) psi_j(x)`` of the top-k Nyström eigenfunctions of a dense ``eigh`` on a
+    subsample: the rank-k reference for NeuralEF (the top eigenspace it is trained to find)."""
+
+    def __init__(self, modes, chunk: int = 4096) -> None:
+        self.modes, self.chunk = modes, chunk
+        self.num_outputs = modes.eigenvalues.shape[0]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.modes.eigenvalues.clamp_min(0).sqrt()
+        return torch.cat(
+            [self.modes(x[s : s + self.chunk]) * scale for s in range(0, x.shape[0], self.chunk)]
+        )
+
+
 def parse_sizes(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -345,6 +361,10 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--features", default="256,1024,4096", help="D of the random-feature GPs")
     parser.add_argument("--inducing", default="256,1024", help="inducing points of the SGPR GPs")
     parser.add_argument("--eigenfunctions", default="16,64", help="k of the NeuralEF GPs")
+    parser.add_argument(
+        "--eigenmodes", default="", help="k of GPs on the top-k eigenfunctions of a dense eigh (reference)"
+    )
+    parser.add_argument("--eigenmodes-points", type=int, default=4000, help="subsample of that eigh")
     parser.add_argument("--neuralef-steps", type=int, default=2000)
     parser.add_argument("--neuralef-batch", type=int, default=256)
     parser.add_argument("--neuralef-lr", type=float, default=1e-3)
@@ -434,6 +454,33 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for size in parse_sizes(args.inducing):
         out = sgpr(base, scale, noise, x_train, y_train, x_test, size, args.seed)
         record(scored("Nyström / SGPR", size, *out), out[0])
+    reference_sizes = parse_sizes(args.eigenmodes)
+    if reference_sizes:
+        with PeakMemory(CPU) as memory:
+            start = time.perf_counter()
+            modes = eigenmodes(base, x_train[: args.eigenmodes_points], max(reference_sizes), method="dense")
+            eigh_seconds = time.perf_counter() - start
+        for size in reference_sizes:
+            truncated = copy.copy(modes)
+            truncated.eigenvalues, truncated.vectors = modes.eigenvalues[:size], modes.vectors[:, :size]
+            kernel = EigenmodeFeatures(truncated)
+            out = feature_gp(
+                kernel,
+                scale,
+                noise,
+                x_train,
+                y_train,
+                x_test,
+                y_test,
+                args,
+                eigh_seconds,
+                memory.extra_bytes / 2**20,
+            )
+            note = f"dense eigh on {args.eigenmodes_points} points {eigh_seconds:.0f} s of the fit"
+            result = scored("top-k eigenfunctions (dense eigh)", size, *out, note=note)
+            if args.own_scales:
+                result.extra["own_evidence_fit"] = args.own_results[-1]
+            record(result, out[0])
     for size in parse_sizes(args.eigenfunctions):
         with PeakMemory(CPU) as memory:
             start = time.perf_counter()

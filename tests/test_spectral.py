@@ -265,7 +265,10 @@ def test_neural_eigenfunctions_match_nystrom(dataset):
     )
     with torch.no_grad():
         reference, learned = modes(held_out), nef(held_out.float()).double()
-    torch.testing.assert_close(nef.eigenvalues.double(), modes.eigenvalues[:4], rtol=0.2, atol=0)
+    # Ritz values on 4096 > 2000 points, i.e. all of them: within 3 % (measured 0.01-1.7 %); the
+    # training moving averages are 11-13 % high on the fourth mode
+    torch.testing.assert_close(nef.eigenvalues.double(), modes.eigenvalues[:4], rtol=0.03, atol=0)
+    assert bool((nef.eigenvalues.double() <= modes.eigenvalues[:4] * (1 + 1e-5)).all())
     # circles: rotation symmetry makes eigenvalues come in near-degenerate pairs, within which the
     # individual functions are arbitrary; each learned function is compared with the span of the
     # Nystrom modes of its cluster (eigenvalues within 10 % of each other)
