@@ -388,6 +388,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         args.preconditioner_rank, args.cg_tolerance, args.log_every = 100, 1e-8, 50
         args.features, args.inducing, args.eigenfunctions = "64,256", "32,128", "4"
         args.neuralef_steps, args.chunk, args.check_dense = 100, 1000, True
+        args.eigenmodes, args.eigenmodes_points, args.neuralef_ritz = "4", 500, 500
     torch.manual_seed(args.seed)
     args.own_results = []
 
