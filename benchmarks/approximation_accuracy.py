@@ -18,7 +18,8 @@ All methods share one train/test split and one set of hyperparameters: the outpu
 * **Nyström / SGPR** (``--inducing``): GPyTorch's ``InducingPointKernel`` around the NNGP kernel,
   inducing points a random subset of the training inputs (not optimised);
 * **NeuralEF features** (``--eigenfunctions``): :class:`gp_ntk.spectral.NeuralEigenfunctions`
-  fitted on minibatches (never :math:`n \\times n`), then the GP with its low-rank kernel
+  fitted on minibatches (never :math:`n \\times n`) and rotated by its Rayleigh–Ritz step on
+  ``--neuralef-ritz`` training points, then the GP with its low-rank kernel
   :class:`gp_ntk.approximations.NeuralEFKernel`, :math:`\\sum_j\\lambda_j\\psi_j(x)\\psi_j(y)`,
   by the same sufficient statistics (:math:`O(nk^2)`).
 
@@ -41,6 +42,7 @@ few projections, noise sd 0.1), labels centred by the training mean.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -60,7 +62,7 @@ from large_n import PeakMemory, make_data  # noqa: E402
 from random_features import feature_statistics, fit_scales, predict  # noqa: E402
 
 import gp_ntk  # noqa: E402
-from gp_ntk.spectral import NeuralEigenfunctions  # noqa: E402
+from gp_ntk.spectral import NeuralEigenfunctions, eigenmodes  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -318,6 +320,21 @@ def sgpr(base, scale, noise, x, y, x_test, size, seed):
     return mean, variance, fit_seconds, predict_seconds, memory.extra_bytes / 2**20
 
 
+class EigenmodeFeatures:
+    """``sqrt(lambda_j) psi_j(x)`` of the top-k Nyström eigenfunctions of a dense ``eigh`` on a
+    subsample: the rank-k reference for NeuralEF (the top eigenspace it is trained to find)."""
+
+    def __init__(self, modes, chunk: int = 4096) -> None:
+        self.modes, self.chunk = modes, chunk
+        self.num_outputs = modes.eigenvalues.shape[0]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.modes.eigenvalues.clamp_min(0).sqrt()
+        return torch.cat(
+            [self.modes(x[s : s + self.chunk]) * scale for s in range(0, x.shape[0], self.chunk)]
+        )
+
+
 def parse_sizes(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -344,8 +361,16 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--features", default="256,1024,4096", help="D of the random-feature GPs")
     parser.add_argument("--inducing", default="256,1024", help="inducing points of the SGPR GPs")
     parser.add_argument("--eigenfunctions", default="16,64", help="k of the NeuralEF GPs")
+    parser.add_argument(
+        "--eigenmodes", default="", help="k of GPs on the top-k eigenfunctions of a dense eigh (reference)"
+    )
+    parser.add_argument("--eigenmodes-points", type=int, default=4000, help="subsample of that eigh")
     parser.add_argument("--neuralef-steps", type=int, default=2000)
     parser.add_argument("--neuralef-batch", type=int, default=256)
+    parser.add_argument("--neuralef-lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--neuralef-ritz", type=int, default=4096, help="points of NeuralEF's Rayleigh-Ritz step (0: none)"
+    )
     parser.add_argument("--chunk", type=int, default=20_000, help="rows per feature chunk")
     parser.add_argument(
         "--own-scales",
@@ -363,6 +388,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         args.preconditioner_rank, args.cg_tolerance, args.log_every = 100, 1e-8, 50
         args.features, args.inducing, args.eigenfunctions = "64,256", "32,128", "4"
         args.neuralef_steps, args.chunk, args.check_dense = 100, 1000, True
+        args.eigenmodes, args.eigenmodes_points, args.neuralef_ritz = "4", 500, 500
     torch.manual_seed(args.seed)
     args.own_results = []
 
@@ -429,11 +455,43 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for size in parse_sizes(args.inducing):
         out = sgpr(base, scale, noise, x_train, y_train, x_test, size, args.seed)
         record(scored("Nyström / SGPR", size, *out), out[0])
+    reference_sizes = parse_sizes(args.eigenmodes)
+    if reference_sizes:
+        with PeakMemory(CPU) as memory:
+            start = time.perf_counter()
+            modes = eigenmodes(base, x_train[: args.eigenmodes_points], max(reference_sizes), method="dense")
+            eigh_seconds = time.perf_counter() - start
+        for size in reference_sizes:
+            truncated = copy.copy(modes)
+            truncated.eigenvalues, truncated.vectors = modes.eigenvalues[:size], modes.vectors[:, :size]
+            kernel = EigenmodeFeatures(truncated)
+            out = feature_gp(
+                kernel,
+                scale,
+                noise,
+                x_train,
+                y_train,
+                x_test,
+                y_test,
+                args,
+                eigh_seconds,
+                memory.extra_bytes / 2**20,
+            )
+            note = f"dense eigh on {args.eigenmodes_points} points {eigh_seconds:.0f} s of the fit"
+            result = scored("top-k eigenfunctions (dense eigh)", size, *out, note=note)
+            if args.own_scales:
+                result.extra["own_evidence_fit"] = args.own_results[-1]
+            record(result, out[0])
     for size in parse_sizes(args.eigenfunctions):
         with PeakMemory(CPU) as memory:
             start = time.perf_counter()
             nef = NeuralEigenfunctions(base, num_eigenfunctions=size).fit(
-                x_train, steps=args.neuralef_steps, batch_size=args.neuralef_batch, seed=args.seed
+                x_train,
+                steps=args.neuralef_steps,
+                batch_size=args.neuralef_batch,
+                lr=args.neuralef_lr,
+                seed=args.seed,
+                ritz_points=args.neuralef_ritz,
             )
             nef_seconds = time.perf_counter() - start
         kernel = nef.as_kernel()
@@ -450,8 +508,13 @@ def main(argv: list[str] | None = None) -> list[Result]:
             memory.extra_bytes / 2**20,
         )
         with torch.no_grad():
-            captured = float(kernel.eigenvalues.sum() / base(x_train[:2000], diag=True).mean())
-        note = f"NeuralEF {nef_seconds:.0f} s of the fit; sum of eigenvalues / mean k(x, x) {captured:.3f}"
+            mean_diagonal = base(x_train[:2000], diag=True).mean()
+            captured = float(kernel.eigenvalues.sum() / mean_diagonal)
+            tracked = float(nef.training_eigenvalues.sum() / mean_diagonal)
+        note = (
+            f"NeuralEF {nef_seconds:.0f} s of the fit; sum of eigenvalues / mean k(x, x) {captured:.3f} "
+            f"(moving averages of training: {tracked:.3f}); Rayleigh-Ritz on {args.neuralef_ritz} points"
+        )
         result = scored("NeuralEF features", size, *out, note=note)
         if args.own_scales:
             result.extra["own_evidence_fit"] = args.own_results[-1]

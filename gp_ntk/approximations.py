@@ -332,7 +332,9 @@ class NeuralEFKernel(Kernel):
     the truncated Mercer expansion of the fitted kernel: :math:`\hat k(X, X)` is
     :math:`\Psi\,\mathrm{diag}(\lambda)\,\Psi^\top` with :math:`\Psi = \psi(X)`, returned as
     ``LowRankRootLinearOperator(phi(X))``, so an exact GP with Gaussian noise trains and predicts in
-    :math:`O(nk^2)` time and :math:`O(nk)` memory. As an operator eigenvalue, :math:`\lambda_j`
+    :math:`O(nk^2)` time and :math:`O(nk)` memory. After the Rayleigh–Ritz step of ``fit`` the
+    :math:`\psi_j` are orthonormal on its points and :math:`\hat k` is the kernel's projection on
+    their span there. As an operator eigenvalue, :math:`\lambda_j`
     approximates :math:`1/n` times the matrix eigenvalue, so :math:`\hat k` approximates
     :math:`k` itself (its top-:math:`k` part), not :math:`k/n`.
 
@@ -394,7 +396,8 @@ class NeuralEFKernel(Kernel):
             for start in range(0, flat.shape[0], self.chunk_size)
         ]
         psi = torch.cat(chunks) if chunks else flat.new_zeros(0, self.num_outputs)
-        # the moving averages of R_jj are non-negative for a PSD kernel; clamp rounding below zero
+        # eigenvalues of a PSD kernel: Ritz values are clamped at zero already; moving averages
+        # (ritz_points=0) can round below it
         scale = self.eigenvalues.clamp_min(0).sqrt().to(psi)
         return (psi * scale).reshape(*x.shape[:-1], self.num_outputs)
 

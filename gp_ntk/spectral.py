@@ -523,10 +523,25 @@ class NeuralEigenfunctions(nn.Module):
         R_{jj} - \sum_{i<j} \frac{R_{ij}^2}{R_{ii}},
 
     where the networks :math:`i < j` are held fixed (stop-gradient): the maximiser is the
-    :math:`j`-th eigenfunction once the earlier ones are. Eigenvalues are moving averages of
-    :math:`R_{jj}`, and the normalising batch norms are tracked the same way for prediction.
-    Only :math:`|B| \times |B|` kernel blocks are ever evaluated, so the cost per step does not
-    depend on :math:`n`.
+    :math:`j`-th eigenfunction once the earlier ones are. The normalising batch norms are
+    tracked by moving averages for prediction. Only :math:`|B| \times |B|` kernel blocks are
+    evaluated in training, so the cost per step does not depend on :math:`n`.
+
+    **Eigenvalues: the Rayleigh–Ritz step.** The moving averages of :math:`R_{jj}` (kept as
+    ``training_eigenvalues``) are biased upwards: a function :math:`\psi_j = \sqrt{1-\epsilon^2}
+    \phi_j + \epsilon\phi_1` with a small leak into the first eigenfunction has :math:`R_{jj}
+    \approx \lambda_j + \epsilon^2\lambda_1`, while the objective, :math:`(1-\epsilon^2)
+    \lambda_j`, pulls the leak back only with force :math:`\lambda_j`. Where :math:`\lambda_1
+    \gg \lambda_j` (network kernels on many inputs have a dominant near-constant mode) the
+    estimates exceed the eigenvalues many times over and their sum exceeds the trace. After
+    training, :meth:`rayleigh_ritz` on ``ritz_points`` of the inputs (default 4096) replaces the
+    functions by the orthonormal Ritz functions of their span and the eigenvalues by the Ritz
+    values, which never exceed the eigenvalues of :math:`k(Z, Z)/m` and sum to at most the mean
+    of :math:`k(x, x)`. On the 8-D ReLU NNGP of ``benchmarks/neuralef_convergence.py`` (first
+    mode 63 % of the trace), k = 64, 2000 steps: median eigenvalue error 2.05 before and 0.056
+    after, eigenvalue sum 1.40 and 0.96 of the trace, relative error of the rank-64 kernel on
+    held-out points 0.163 and 0.025 (optimum 0.003). Its cost is :math:`m^2` kernel entries,
+    in blocks, and :math:`O(mk)` memory.
 
     Args:
         kernel: a GPyTorch kernel without batch shape.
@@ -534,7 +549,12 @@ class NeuralEigenfunctions(nn.Module):
         hidden_features: width of each network's hidden layers.
         hidden_layers: number of hidden layers of each network.
         momentum: of the moving averages (weight of the old value).
-        dtype: of the networks (default: the inputs').
+
+    ``fit(x, steps=2000, batch_size=256, lr=1e-3, seed=0, progress=False, ritz_points=4096)``:
+    the defaults were measured on the kernel above: in the Rayleigh–Ritz kernel error, 2000
+    steps improve on 500 by 3× (k = 64); the remaining gap to the optimum is the span the
+    networks find, not the eigenvalues (``ritz_points=0`` keeps the moving averages).
+    Networks are in the inputs' dtype.
 
     Example:
         >>> from gp_ntk.spectral import NeuralEigenfunctions
@@ -581,8 +601,10 @@ class NeuralEigenfunctions(nn.Module):
         lr: float = 1e-3,
         seed: int = 0,
         progress: bool = False,
+        ritz_points: int = 4096,
     ) -> NeuralEigenfunctions:
-        """Train on ``x`` ``(n, d)`` for ``steps`` minibatches of ``batch_size``; returns ``self``."""
+        """Train on ``x`` ``(n, d)`` for ``steps`` minibatches of ``batch_size``, then (with
+        ``ritz_points`` > 0) the Rayleigh–Ritz step on that many of the points; returns ``self``."""
         x = _check_inputs(x)
         k = self.num_eigenfunctions
         for name, value in (("steps", steps), ("batch_size", batch_size)):
@@ -592,6 +614,13 @@ class NeuralEigenfunctions(nn.Module):
             raise ValueError(f"batch_size must exceed num_eigenfunctions={k}, got {batch_size}")
         if not math.isfinite(float(lr)) or lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
+        if isinstance(ritz_points, bool) or not isinstance(ritz_points, int) or ritz_points < 0:
+            raise ValueError(f"ritz_points must be a non-negative integer, got {ritz_points!r}")
+        if 0 < min(ritz_points, x.shape[0]) <= k:
+            raise ValueError(
+                f"the Rayleigh–Ritz step needs more than num_eigenfunctions={k} points: ritz_points "
+                f"and the rows of x must exceed it (or pass ritz_points=0), got {ritz_points} and {x.shape[0]}"
+            )
         generator = torch.Generator().manual_seed(seed)
         dtype = x.dtype
         # the networks see standardised inputs; the kernel sees the raw ones
@@ -603,7 +632,9 @@ class NeuralEigenfunctions(nn.Module):
             x.shape[-1], k, self.hidden_features, self.hidden_layers, generator, dtype
         ).to(x.device)
         self.register_buffer("eigenvalues", torch.zeros(k, dtype=dtype, device=x.device))
+        self.register_buffer("training_eigenvalues", torch.zeros(k, dtype=dtype, device=x.device))
         self.register_buffer("output_norms", torch.ones(k, dtype=dtype, device=x.device))
+        self.register_buffer("rotation", torch.eye(k, dtype=dtype, device=x.device))
         self.register_buffer("signs", torch.ones(k, dtype=dtype, device=x.device))
         optimizer = torch.optim.Adam(self.networks.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
@@ -630,14 +661,59 @@ class NeuralEigenfunctions(nn.Module):
             schedule.step()
             with torch.no_grad():
                 weight = 0.0 if step == 0 else self.momentum
-                self.eigenvalues.mul_(weight).add_((1 - weight) * diagonal.detach())
+                self.training_eigenvalues.mul_(weight).add_((1 - weight) * diagonal.detach())
                 self.output_norms.mul_(weight).add_((1 - weight) * norms.detach())
             self.losses.append(float(loss.detach()))
             if progress and (step + 1) % max(1, steps // 10) == 0:
                 print(f"NeuralEF step {step + 1}/{steps}: loss {self.losses[-1]:.4g}", flush=True)
+        sample = x[torch.randperm(n, generator=generator)[: min(n, max(ritz_points, 4096))].to(x.device)]
+        if ritz_points > 0:
+            return self.rayleigh_ritz(sample[:ritz_points])
+        self.eigenvalues.copy_(self.training_eigenvalues)
         with torch.no_grad():
-            values = self(x[torch.randperm(n, generator=generator)[: min(n, 4096)].to(x.device)])
-            self.signs.copy_(_signs(values))
+            self.signs.copy_(_signs(self(sample)))
+        return self
+
+    def rayleigh_ritz(self, points: Tensor) -> NeuralEigenfunctions:
+        r"""Replace the functions by the Ritz functions of the networks' span on ``points``
+        ``(m, d)`` (``fit`` does this on ``ritz_points`` of its inputs); returns ``self``.
+
+        With :math:`\Psi = \psi(Z)` on :math:`m` points, :math:`G = \Psi^\top\Psi/m` and
+        :math:`A = \Psi^\top k(Z, Z)\Psi/m^2`, solve :math:`A v = \mu G v`; the functions
+        :math:`\psi v_j` are orthonormal on the points and the :math:`\mu_j` are the eigenvalues
+        of :math:`k(Z, Z)/m` restricted to the span, so (Courant–Fischer) :math:`\mu_j \le
+        \Lambda_j/m` and :math:`\sum_j\mu_j \le \operatorname{tr} k(Z, Z)/m`. Directions in
+        which the span is degenerate (networks that learned the same function) get
+        :math:`\mu = 0` and a zero function. Costs :math:`m^2` kernel entries, evaluated in
+        blocks (memory :math:`O(mk)` besides one block). Signs follow the rule of
+        :func:`eigenmodes` on ``points``."""
+        if self.networks is None:
+            raise ValueError("NeuralEigenfunctions must be fitted (call .fit(x)) before rayleigh_ritz")
+        points = _check_inputs(points, "points")
+        m, k = points.shape[0], self.num_eigenfunctions
+        if m <= k:
+            raise ValueError(f"points must have more than num_eigenfunctions={k} rows, got {m}")
+        self.rotation.copy_(torch.eye(k, dtype=self.rotation.dtype, device=self.rotation.device))
+        self.signs.fill_(1.0)
+        with torch.no_grad():
+            psi = self(points).double()
+        cross = _lazy_matmul(self.kernel, points, points, psi.to(points.dtype)).double()
+        gram = psi.T @ psi / m
+        projected = psi.T @ cross / m**2
+        projected = (projected + projected.T) / 2
+        scales, directions = torch.linalg.eigh(gram)
+        keep = scales > scales.max() * 1e-10
+        whiten = directions[:, keep] / scales[keep].sqrt()
+        values, vectors = torch.linalg.eigh(whiten.T @ projected @ whiten)
+        order = torch.argsort(values, descending=True)
+        rotation = torch.zeros(k, k, dtype=torch.float64, device=psi.device)
+        eigenvalues = torch.zeros(k, dtype=torch.float64, device=psi.device)
+        rotation[:, : int(keep.sum())] = whiten @ vectors[:, order]
+        eigenvalues[: int(keep.sum())] = values[order].clamp_min(0)
+        self.rotation.copy_(rotation.to(self.rotation))
+        self.eigenvalues.copy_(eigenvalues.to(self.eigenvalues))
+        with torch.no_grad():
+            self.signs.copy_(_signs(self(points)))
         return self
 
     def as_kernel(self, chunk_size: int = 4096) -> Kernel:
@@ -656,4 +732,4 @@ class NeuralEigenfunctions(nn.Module):
             raise ValueError(f"x_new must have {self.input_mean.shape[-1]} features, got {x_new.shape[-1]}")
         x_new = x_new.to(self.input_mean)
         raw = self.networks((x_new - self.input_mean) / self.input_scale)
-        return raw / self.output_norms * self.signs
+        return (raw / self.output_norms) @ self.rotation * self.signs

@@ -86,10 +86,25 @@ def test_approximation_accuracy_quick_run_matches_cholesky() -> None:
     assert exact.method.startswith("exact")
     assert exact.extra["dense_mean_relative_difference"] < 1e-6
     assert exact.extra["dense_variance_max_relative_difference"] < 1e-6
-    assert {r.method for r in results[1:]} == {"random features", "Nyström / SGPR", "NeuralEF features"}
+    methods = {"random features", "Nyström / SGPR", "NeuralEF features", "top-k eigenfunctions (dense eigh)"}
+    assert {r.method for r in results[1:]} == methods
     for r in results:
         assert math.isfinite(r.rmse) and math.isfinite(r.nll_variance_points) and r.fit_seconds >= 0
         assert r.mean_distance is not None and math.isfinite(r.mean_distance)
+
+
+def test_neuralef_convergence_runs(capsys) -> None:
+    """Both eigenvalue rows (training moving averages, Rayleigh–Ritz) with finite scores, and
+    the Ritz eigenvalue sum below the mean diagonal."""
+    _load("neuralef_convergence").main(
+        ["--n", "600", "--reference", "300", "--held-out", "100", "--eigenfunctions", "4", "--steps", "5"]
+        + ["--ritz", "300"]
+    )
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 5 |")]
+    assert [row.split(" | ")[1] for row in rows] == ["moving average", "Rayleigh-Ritz"]
+    values = [[float(v) for v in row.strip(" |").split(" | ")[2:]] for row in rows]
+    assert all(math.isfinite(v) for row in values for v in row)
+    assert values[1][0] <= 1.0
 
 
 def test_offcentre_problems_keep_their_optimum_at_a_random_point_of_the_box() -> None:

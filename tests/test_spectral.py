@@ -265,7 +265,10 @@ def test_neural_eigenfunctions_match_nystrom(dataset):
     )
     with torch.no_grad():
         reference, learned = modes(held_out), nef(held_out.float()).double()
-    torch.testing.assert_close(nef.eigenvalues.double(), modes.eigenvalues[:4], rtol=0.2, atol=0)
+    # Ritz values on 4096 > 2000 points, i.e. all of them: within 3 % (measured 0.01-1.7 %); the
+    # training moving averages are 11-13 % high on the fourth mode
+    torch.testing.assert_close(nef.eigenvalues.double(), modes.eigenvalues[:4], rtol=0.03, atol=0)
+    assert bool((nef.eigenvalues.double() <= modes.eigenvalues[:4] * (1 + 1e-5)).all())
     # circles: rotation symmetry makes eigenvalues come in near-degenerate pairs, within which the
     # individual functions are arbitrary; each learned function is compared with the span of the
     # Nystrom modes of its cluster (eigenvalues within 10 % of each other)
@@ -280,6 +283,49 @@ def test_neural_eigenfunctions_match_nystrom(dataset):
     assert float(learned.square().mean(0).sub(1).abs().max()) < 0.2
 
 
+def _cube(n: int, d: int = 8, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, d, generator=generator, dtype=torch.float64) * 2 - 1
+
+
+def test_neural_eigenvalues_are_bounded_by_the_matrix_spectrum():
+    """After the Rayleigh–Ritz step, on its points Z: lambda_j <= Lambda_j(k(Z, Z))/m and so
+    sum_j lambda_j <= mean k(x, x); psi is orthonormal and diagonalises k(Z, Z) there. The
+    moving averages of R_jj of a short fit break the bound on this kernel (a dominant first mode
+    leaks into the others)."""
+    x = _cube(400)
+    kernel = gp_ntk.NNGPKernel(depth=2, activation="relu", weight_variance=2.0, bias_variance=0.1).double()
+    nef = spectral.NeuralEigenfunctions(kernel, num_eigenfunctions=8).fit(x, steps=40, batch_size=128)
+    with torch.no_grad():
+        matrix = kernel(x).to_dense()
+        psi = nef(x)
+    spectrum = torch.linalg.eigvalsh(matrix).flip(0)[:8] / 400
+    mean_diagonal = float(matrix.diagonal().mean())
+    assert bool((nef.eigenvalues <= spectrum * (1 + 1e-9)).all()), (nef.eigenvalues, spectrum)
+    assert float(nef.eigenvalues.sum()) <= mean_diagonal * (1 + 1e-9)
+    assert bool((nef.eigenvalues[:-1] >= nef.eigenvalues[1:]).all())
+    torch.testing.assert_close(psi.T @ psi / 400, torch.eye(8, dtype=torch.float64), rtol=0, atol=1e-8)
+    torch.testing.assert_close(psi.T @ matrix @ psi / 400**2, torch.diag(nef.eigenvalues), rtol=0, atol=1e-8)
+    assert float(nef.training_eigenvalues.sum()) > mean_diagonal
+
+
+def test_rayleigh_ritz_zeroes_a_repeated_network():
+    """Two networks with the same function span one direction: one Ritz value is zero."""
+    x = _cube(300, d=3)
+    kernel = _ntk()
+    nef = spectral.NeuralEigenfunctions(kernel, num_eigenfunctions=3).fit(x, steps=5, batch_size=64)
+    with torch.no_grad():
+        for weights in list(nef.networks.weights) + list(nef.networks.biases):
+            weights[1].copy_(weights[0])
+        nef.output_norms[1] = nef.output_norms[0]
+    nef.rayleigh_ritz(x)
+    assert float(nef.eigenvalues[-1]) == 0.0 and float(nef.eigenvalues[1]) > 0
+    with torch.no_grad():
+        assert float(nef(x)[:, -1].abs().max()) == 0.0
+    with pytest.raises(ValueError, match="points"):
+        nef.rayleigh_ritz(x[:3])
+
+
 def test_neural_eigenfunctions_refuse_bad_use():
     kernel = _ntk()
     nef = spectral.NeuralEigenfunctions(kernel, num_eigenfunctions=3)
@@ -289,6 +335,11 @@ def test_neural_eigenfunctions_refuse_bad_use():
         nef.fit(_inputs(50, 2), steps=1, batch_size=3)
     with pytest.raises(ValueError, match="num_eigenfunctions"):
         spectral.NeuralEigenfunctions(kernel, num_eigenfunctions=0)
+    with pytest.raises(ValueError, match="ritz_points"):
+        nef.fit(_inputs(50, 2), steps=1, batch_size=20, ritz_points=2)
+    with pytest.raises(ValueError, match="Rayleigh"):
+        nef.fit(_inputs(3, 2), steps=1, batch_size=20)
+    assert nef.networks is None
     nef.fit(_inputs(50, 2), steps=3, batch_size=20)
     assert nef(_inputs(5, 2)).shape == (5, 3)
     with pytest.raises(ValueError, match="features"):
