@@ -356,67 +356,73 @@ def test_nngp_matches_finite_network_units(activation, weight_variance, depth):
     """Mean of :math:`h_i(x)h_i(y)` over the units of independent wide networks.
 
     The units of one network are exchangeable, not independent, so each network gives one
-    estimate (its mean over units) and the standard error is taken across networks. Measured
-    max |z| (entries not on the diagonal scale's rounding): relu 1.9 / 2.8, erf 2.4 / 3.0
-    (depth 1 / 2); relative error of the mean 0.3-0.6%.
+    estimate (its mean over units) and the standard error is taken across networks.
     """
-    num_networks, width = 64, 512
+    num_networks, width = 128, 1024
     kernel = gp_ntk.NNGPKernel(depth, activation, weight_variance, 0.1, readout=False).to(DTYPE)
     x = _points(6)
-    expected = kernel(x).to_dense()
     generator = torch.Generator().manual_seed(11 + depth)
     estimates = []
     with torch.no_grad():
+        expected = kernel(x).to_dense()
         for _ in range(num_networks):
-            net = gp_ntk.networks.from_kernel(kernel, 3, width, generator=generator)
-            h = net(x)
+            h = gp_ntk.networks.from_kernel(kernel, 3, width, generator=generator)(x)
             estimates.append(h @ h.T / width)
     estimates = torch.stack(estimates)
     mean, se = estimates.mean(0), estimates.std(0) / math.sqrt(num_networks)
-    z = ((mean - expected).abs() / se).max()
-    # the finite-width bias of the mean is O(depth / width) relative: allowed for in full
+    # the finite-width bias of the mean is O((depth - 1) / width) relative: allowed for in full
     bias = (depth - 1) / width * expected.abs().max()
-    z_biased = (((mean - expected).abs() - bias).clamp_min(0) / se).max()
-    assert z_biased < 5.0, f"max z = {float(z):.2f}\n{expected}\n{mean}\n{se}"
-    rescaled = ((mean - 1.05 * expected).abs() / se).max()
-    assert rescaled > 5.0, "the comparison cannot tell the kernel from 1.05 times it"
+    z = (((mean - expected).abs() - bias).clamp_min(0) / se).max()
+    relative = float((mean - expected).abs().max() / expected.abs().max())
+    print(f"\nNNGP {activation} depth {depth}: max z = {float(z):.2f}, relative error {relative:.2e}")
+    assert z < 5.0, f"max z = {float(z):.2f}\n{expected}\n{mean}\n{se}"
+    for wrong in (1.05, 1 / 1.05):
+        assert ((mean - wrong * expected).abs() / se).max() > 5.0, f"kernel x {wrong:.3f} not rejected"
 
 
-def _unit_ntk(net, x: torch.Tensor, unit: int) -> torch.Tensor:
+def _fixed_readout_ntk(net, x: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    r"""Empirical NTK of :math:`v^\top h(x)/\sqrt n`, the network's parameters only (``v`` fixed).
+
+    One unit's own tangent kernel :math:`\nabla h_i(x)^\top\nabla h_i(y)` does not concentrate
+    (it carries the random factor :math:`\phi'(z_i(x))\phi'(z_i(y))`); its mean over the units
+    does, and that mean is what a fixed random read-out of unit variance computes.
+    """
     params = {k: v.detach() for k, v in net.named_parameters()}
-    jac = jacrev(lambda p: functional_call(net, p, (x,))[:, unit])(params)
+    width = readout.shape[0]
+    jac = jacrev(lambda p: functional_call(net, p, (x,)) @ readout / math.sqrt(width))(params)
     flat = torch.cat([j.reshape(x.shape[0], -1) for j in jac.values()], dim=-1)
     return flat @ flat.T
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("activation,weight_variance", [("relu", 2.0), ("erf", 1.5)])
-def test_ntk_matches_empirical_ntk_of_a_unit(activation, weight_variance):
-    r"""Empirical NTK :math:`\nabla_\theta h_i(x)^\top\nabla_\theta h_i(y)` of one output unit of
-    wide read-out-free depth-2 networks against ``NTKKernel(readout=False)``.
-
-    Measured mean relative Frobenius errors (8 networks) at widths 64 / 1024: relu 0.24 / 0.067,
-    erf 0.17 / 0.040; the averaged NTK at width 1024 is 1.4% (relu) and 0.8% (erf) off.
+def test_ntk_matches_empirical_ntk_with_a_fixed_readout(activation, weight_variance):
+    r"""Empirical NTK of wide depth-2 networks without read-out (through a frozen random
+    read-out, :func:`_fixed_readout_ntk`) against ``NTKKernel(readout=False)``: the error must
+    shrink with width and, at width 1024, the seed-averaged NTK must agree within its
+    seed-to-seed standard error (as in ``tests/test_monte_carlo.py``).
     """
-    depth, seeds = 2, 8
+    depth, seeds = 2, 16
     kernel = gp_ntk.NTKKernel(depth, activation, weight_variance, 0.1, readout=False).to(DTYPE)
     x = _points(5)
-    expected = kernel(x).to_dense()
+    with torch.no_grad():
+        expected = kernel(x).to_dense()
     norm = torch.linalg.matrix_norm(expected)
     errors, widest = {}, None
     for width in (64, 1024):
         generator = torch.Generator().manual_seed(width + len(activation))
-        ntks = torch.stack(
-            [
-                _unit_ntk(gp_ntk.networks.from_kernel(kernel, 3, width, generator=generator), x, seed)
-                for seed in range(seeds)
-            ]
-        )
+        ntks = []
+        for _ in range(seeds):
+            net = gp_ntk.networks.from_kernel(kernel, 3, width, generator=generator)
+            readout = torch.randn(width, generator=generator, dtype=DTYPE)
+            ntks.append(_fixed_readout_ntk(net, x, readout))
+        ntks = torch.stack(ntks)
         errors[width] = float((torch.linalg.matrix_norm(ntks - expected) / norm).mean())
         widest = ntks
-    assert errors[1024] < 0.5 * errors[64], errors
     error = float(torch.linalg.matrix_norm(widest.mean(0) - expected) / norm)
     se = float(torch.linalg.matrix_norm(widest.std(0) / math.sqrt(seeds)) / norm)
+    print(f"\nNTK {activation}: mean relative errors {errors}, averaged {error:.4f} (SE {se:.4f})")
+    assert errors[1024] < 0.5 * errors[64], errors
     assert error < 4.0 * se + depth / 1024, f"{error=:.4f}, {se=:.4f}, {errors=}"
 
 
