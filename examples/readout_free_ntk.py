@@ -92,7 +92,9 @@ def plot(path: Path, num_angles: int) -> dict[str, torch.Tensor]:
     return values
 
 
-def finite_network_ntk(kernel: gp_ntk.NTKKernel, x: torch.Tensor, y: torch.Tensor, width: int) -> torch.Tensor:
+def finite_network_ntk(
+    kernel: gp_ntk.NTKKernel, x: torch.Tensor, y: torch.Tensor, width: int
+) -> torch.Tensor:
     """Empirical NTK of one random network without read-out, seen through a frozen random
     read-out :math:`v^\\top h(x)/\\sqrt n` (the gradients are the network's only).
 

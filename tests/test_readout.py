@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import kernel_function
 from torch.func import functional_call, jacrev
 
 import gp_ntk
 from gp_ntk.activations import ACTIVATIONS, ArcCos, Numerical
 from gp_ntk.kernels.grad import gradient_kernel_by_autograd
-
-from _helpers import kernel_function
 
 DTYPE = torch.float64
 NT_PYTHON = Path(os.environ.get("GP_NTK_NT_PYTHON", "python-with-neural-tangents"))
@@ -80,7 +79,9 @@ def test_relu_depth_one_is_the_arc_cosine_form(bias):
     ours_nngp, ours_ntk = kernel.nngp_and_ntk(x, y)
     torch.testing.assert_close(ours_nngp, nngp, rtol=1e-14, atol=1e-15)
     torch.testing.assert_close(ours_ntk, ntk, rtol=1e-14, atol=1e-15)
-    torch.testing.assert_close(gp_ntk.NNGPKernel(1, "relu", w, bias, readout=False).to(DTYPE)(x, y).to_dense(), nngp)
+    torch.testing.assert_close(
+        gp_ntk.NNGPKernel(1, "relu", w, bias, readout=False).to(DTYPE)(x, y).to_dense(), nngp
+    )
 
 
 @pytest.mark.parametrize("bias", [0.0, 0.3])
@@ -134,7 +135,9 @@ def test_agrees_with_the_readout_identity(name, depth, bias):
     x, y = _points(7), _points(5, seed=1)
     worst = 0.0
     for cls in (gp_ntk.NNGPKernel, gp_ntk.NTKKernel):
-        with_readout, without = _pair(cls, depth, activation, weights, biases if bias else [0.0] * (depth + 1))
+        with_readout, without = _pair(
+            cls, depth, activation, weights, biases if bias else [0.0] * (depth + 1)
+        )
         b = biases[depth] if bias else 0.0
         worst = max(
             worst,
@@ -163,7 +166,9 @@ def test_ard_kernels_against_the_readout_identity():
     ard = torch.tensor([0.5, 1.5, 2.5], dtype=DTYPE)
     for depth in (1, 2):
         # with ARD the per-layer weight variances are those of layers 2 .. depth + 1
-        with_readout = gp_ntk.NTKKernel(depth, "gelu", [1.2] * (depth - 1) + [0.5], 0.1, ard_num_dims=3).to(DTYPE)
+        with_readout = gp_ntk.NTKKernel(depth, "gelu", [1.2] * (depth - 1) + [0.5], 0.1, ard_num_dims=3).to(
+            DTYPE
+        )
         if depth == 1:
             without = gp_ntk.NTKKernel(1, "gelu", 1.0, 0.1, ard_num_dims=3, readout=False).to(DTYPE)
             assert without.weight_variance is None  # the ARD layer is its only affine layer
@@ -262,7 +267,13 @@ def test_gradcheck_inputs_and_variances(activation, cls):
 @pytest.mark.parametrize("cls", [gp_ntk.NNGPKernelGrad, gp_ntk.NTKKernelGrad])
 def test_gradient_kernels(cls):
     values = {gp_ntk.NNGPKernelGrad: gp_ntk.NNGPKernel, gp_ntk.NTKKernelGrad: gp_ntk.NTKKernel}[cls]
-    options = {"depth": 2, "activation": "erf", "weight_variance": 1.7, "bias_variance": 0.2, "readout": False}
+    options = {
+        "depth": 2,
+        "activation": "erf",
+        "weight_variance": 1.7,
+        "bias_variance": 0.2,
+        "readout": False,
+    }
     kernel, reference = cls(**options).to(DTYPE), values(**options).to(DTYPE)
     x, y = _points(4), _points(3, seed=1)
     torch.testing.assert_close(
@@ -300,9 +311,10 @@ def test_readout_state_dicts_keep_their_encoding():
 
     saved = gp_ntk.NNGPKernel(2, "relu").state_dict()
     assert "readout" not in decode_structure(saved[STRUCTURE_KEY])
-    assert decode_structure(gp_ntk.NNGPKernel(2, "relu", readout=False).state_dict()[STRUCTURE_KEY])[
-        "readout"
-    ] is False
+    assert (
+        decode_structure(gp_ntk.NNGPKernel(2, "relu", readout=False).state_dict()[STRUCTURE_KEY])["readout"]
+        is False
+    )
 
 
 @pytest.mark.parametrize("value", [1, 0, "False", None, 1.0, torch.tensor(True)])
@@ -327,7 +339,9 @@ def test_per_layer_counts_name_the_missing_readout():
 def test_other_entry_points():
     kernel = gp_ntk.models.make_kernel("ntk", readout=False)
     assert isinstance(kernel, gp_ntk.NTKKernel) and kernel.readout is False
-    net = gp_ntk.networks.from_kernel(gp_ntk.NNGPKernel(2, "erf", [1.0, 2.0], [0.1, 0.2], readout=False), 3, 8)
+    net = gp_ntk.networks.from_kernel(
+        gp_ntk.NNGPKernel(2, "erf", [1.0, 2.0], [0.1, 0.2], readout=False), 3, 8
+    )
     assert net.readout is False and net(torch.randn(4, 3)).shape == (4, 8)
     with pytest.raises(ValueError, match="readout=False"):
         gp_ntk.networks.from_kernel(gp_ntk.NNGPKernel(2, readout=False), 3, 8, readout=True)
@@ -468,10 +482,38 @@ def test_agrees_with_neural_tangents():
         pytest.skip(f"neural_tangents not importable by {NT_PYTHON}")
     x1, x2 = _points(6, d=4), _points(5, d=4, seed=1)
     cases = [
-        {"name": "erf1", "activation": "erf", "depth": 1, "W_std": 1.3, "b_std": 0.4, "parameterization": "ntk"},
-        {"name": "erf1-nobias", "activation": "erf", "depth": 1, "W_std": 0.9, "b_std": 0.0, "parameterization": "ntk"},
-        {"name": "relu2", "activation": "relu", "depth": 2, "W_std": 1.4, "b_std": 0.3, "parameterization": "ntk"},
-        {"name": "erf2", "activation": "erf", "depth": 2, "W_std": 1.1, "b_std": 0.2, "parameterization": "ntk"},
+        {
+            "name": "erf1",
+            "activation": "erf",
+            "depth": 1,
+            "W_std": 1.3,
+            "b_std": 0.4,
+            "parameterization": "ntk",
+        },
+        {
+            "name": "erf1-nobias",
+            "activation": "erf",
+            "depth": 1,
+            "W_std": 0.9,
+            "b_std": 0.0,
+            "parameterization": "ntk",
+        },
+        {
+            "name": "relu2",
+            "activation": "relu",
+            "depth": 2,
+            "W_std": 1.4,
+            "b_std": 0.3,
+            "parameterization": "ntk",
+        },
+        {
+            "name": "erf2",
+            "activation": "erf",
+            "depth": 2,
+            "W_std": 1.1,
+            "b_std": 0.2,
+            "parameterization": "ntk",
+        },
         {
             "name": "relu2-standard",
             "activation": "relu",
