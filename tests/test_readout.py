@@ -354,10 +354,14 @@ def test_other_entry_points():
 def test_random_features_without_readout():
     kernel = gp_ntk.NNGPKernel(2, "erf", [1.5, 2.0], [0.1, 0.2], readout=False).to(DTYPE)
     x = _points(6)
-    features = gp_ntk.RandomFeatureKernel(kernel, num_features=20000, in_features=3)
-    exact = kernel(x).to_dense()
-    # entrywise error O(1/sqrt(D)): 20 000 features give about 0.01 of the diagonal
-    assert float((features(x).to_dense() - exact).abs().max()) < 0.05 * float(exact.diagonal().max())
+    features = gp_ntk.RandomFeatureKernel(kernel, num_features=2000, in_features=3)
+    with torch.no_grad():
+        exact = kernel(x).to_dense()
+        error = float((features(x).to_dense() - exact).abs().max())
+    # entrywise error O(1/sqrt(D)): 2000 features give a few percent of the diagonal
+    assert error < 0.1 * float(exact.diagonal().max())
+    # without the read-out there is no constant feature (no read-out bias)
+    assert features.num_outputs == 2000
 
 
 # ----------------------------------------------------------------------------- finite networks
@@ -370,7 +374,9 @@ def test_nngp_matches_finite_network_units(activation, weight_variance, depth):
     """Mean of :math:`h_i(x)h_i(y)` over the units of independent wide networks.
 
     The units of one network are exchangeable, not independent, so each network gives one
-    estimate (its mean over units) and the standard error is taken across networks.
+    estimate (its mean over units) and the standard error is taken across networks. Measured
+    max |z|: relu 2.04 / 1.17, erf 2.07 / 1.84 (depth 1 / 2); largest error 0.3-0.7% of the
+    largest entry.
     """
     num_networks, width = 128, 1024
     kernel = gp_ntk.NNGPKernel(depth, activation, weight_variance, 0.1, readout=False).to(DTYPE)
@@ -414,7 +420,9 @@ def test_ntk_matches_empirical_ntk_with_a_fixed_readout(activation, weight_varia
     r"""Empirical NTK of wide depth-2 networks without read-out (through a frozen random
     read-out, :func:`_fixed_readout_ntk`) against ``NTKKernel(readout=False)``: the error must
     shrink with width and, at width 1024, the seed-averaged NTK must agree within its
-    seed-to-seed standard error (as in ``tests/test_monte_carlo.py``).
+    seed-to-seed standard error (as in ``tests/test_monte_carlo.py``). Measured mean relative
+    Frobenius errors at widths 64 / 1024: relu 0.34 / 0.082, erf 0.23 / 0.075; the averaged NTK
+    is 3.4% (relu) and 2.9% (erf) off, within 1.6 and 1.5 of its standard errors.
     """
     depth, seeds = 2, 16
     kernel = gp_ntk.NTKKernel(depth, activation, weight_variance, 0.1, readout=False).to(DTYPE)
