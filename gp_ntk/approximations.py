@@ -12,7 +12,7 @@ Feature maps, by base kernel:
   hidden layer of a finite random network of width :math:`D` (:func:`gp_ntk.networks.from_kernel`),
   scaled by the read-out layer, :math:`\phi(x) = [\sigma_{w,L+1} h^{(L)}(x)/\sqrt D,\ \sigma_{b,L+1}]`:
   :math:`\phi(x)^\top\phi(y) = \frac{\sigma_{w,L+1}^2}{D}\sum_i h_i(x)h_i(y) + \sigma_{b,L+1}^2 \to
-  \Sigma^{(L+1)}(x, y)`.
+  \Sigma^{(L+1)}(x, y)`; without read-out (``readout=False``), :math:`\phi(x) = h^{(L)}(x)/\sqrt D`.
 * :class:`~gp_ntk.ArcCosineKernel`: Cho & Saul's features [Cho2009]_, per composition
   :math:`h \mapsto \sqrt{2/D}\,\Theta(Wh)(Wh)^n`, :math:`W_{ij} \sim \mathcal N(0, 1)`, starting
   from :math:`\tilde x = (\sigma_b, \sigma_w \odot x)`.
@@ -87,14 +87,18 @@ class _NetworkFeatures(nn.Module):
 
     def __init__(self, kernel: DeepNetworkKernel, in_features: int, width: int, generator) -> None:
         super().__init__()
-        self.network = from_kernel(
-            kernel, in_features, width, out_features=1, readout=True, generator=generator
-        )
+        self.network = from_kernel(kernel, in_features, width, out_features=1, generator=generator)
         # fixed draws: gradients flow to the inputs (for optimising sample paths), not to them
         self.network.requires_grad_(False)
         depth = kernel.depth
-        self.register_buffer("readout_scale", getattr(self.network, f"_weight_scale_{depth}").clone())
-        bias = float(getattr(self.network, f"_bias_scale_{depth}"))
+        if kernel.readout:
+            scale = getattr(self.network, f"_weight_scale_{depth}").clone()
+            bias = float(getattr(self.network, f"_bias_scale_{depth}"))
+        else:
+            # a network without read-out: the kernel is the mean of h_i(x) h_i(y) over the units
+            scale = torch.full_like(self.network._weight_scale_0[:1], 1.0 / math.sqrt(width)).expand(width)
+            bias = 0.0
+        self.register_buffer("readout_scale", scale.clone())
         self.bias_feature = bias if bias > 0 else None
         self.num_outputs = width + (1 if self.bias_feature is not None else 0)
 
@@ -114,10 +118,13 @@ class _GradientFeatures(nn.Module):
             raise ValueError(
                 "NTK random features need parameterization='ntk' (the standard NTK is width-bound)"
             )
+        if not kernel.readout:
+            raise ValueError(
+                "NTK random features need a read-out layer (a scalar network output); the kernel "
+                "was built with readout=False"
+            )
         width = _ntk_width(in_features, kernel.depth, kernel.has_bias, num_features)
-        self.network = from_kernel(
-            kernel, in_features, width, out_features=1, readout=True, generator=generator
-        )
+        self.network = from_kernel(kernel, in_features, width, out_features=1, generator=generator)
         self.width = width
         self.num_outputs = sum(p.numel() for p in self.network.parameters())
 

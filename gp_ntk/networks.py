@@ -172,7 +172,7 @@ def from_kernel(
     in_features: int,
     width: int,
     out_features: int = 1,
-    readout: bool = True,
+    readout: bool | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> NetworkMLP:
@@ -180,7 +180,9 @@ def from_kernel(
 
     ``kernel`` is an :class:`~gp_ntk.NNGPKernel` or :class:`~gp_ntk.NTKKernel` (no batch shape);
     its depth, activation, parameterization and current variances (shared, per layer or ARD)
-    are copied, in the kernel's dtype.
+    are copied, in the kernel's dtype. ``readout`` defaults to the kernel's: a kernel built
+    with ``readout=False`` gives the network that ends at its last activation, each of whose
+    ``width`` outputs has that kernel in the limit.
     """
     from .kernels.nngp import DeepNetworkKernel
 
@@ -188,6 +190,17 @@ def from_kernel(
         raise ValueError(f"kernel must be an NNGPKernel or NTKKernel, got {type(kernel).__name__}")
     if len(kernel.batch_shape) > 0:
         raise ValueError(f"kernel must have no batch_shape, got {tuple(kernel.batch_shape)}")
+    if readout is None:
+        readout = kernel.readout
+    elif not isinstance(readout, bool):
+        raise ValueError(f"readout must be a bool or None (the kernel's), got {readout!r}")
+    if readout and not kernel.readout:
+        raise ValueError(
+            "readout=True needs the read-out layer's variances, which a kernel built with "
+            "readout=False does not have"
+        )
+    # per-layer values of the kernel's affine layers; a network with a read-out takes depth + 1
+    num_layers = kernel.depth + 1 if kernel.readout else kernel.depth
     variances = kernel._variances()
     weights = variances["weight_variance"].detach().reshape(-1) if "weight_variance" in variances else None
     ard = kernel.input_weight_variance
@@ -195,9 +208,13 @@ def from_kernel(
         ard = ard.detach().reshape(-1)
         # with ARD the per-layer weights are those of layers 2 .. L + 1; the first layer's is ARD
         weights = torch.ones(1) if weights is None else weights
-        weights = weights.repeat(kernel.depth) if weights.numel() == 1 else weights
+        weights = weights.repeat(num_layers - 1) if weights.numel() == 1 else weights
         weights = torch.cat([torch.ones(1, dtype=weights.dtype), weights])
     biases = kernel.bias_variance.detach().reshape(-1) if kernel.has_bias else torch.zeros(1)
+    if not kernel.readout:
+        # NetworkMLP takes one value or depth + 1 (the read-out's last, unused without it)
+        weights = _padded(weights, kernel.depth)
+        biases = _padded(biases, kernel.depth)
     return NetworkMLP(
         in_features=in_features,
         width=width,
@@ -213,3 +230,10 @@ def from_kernel(
         dtype=kernel.raw_bias_variance.dtype if kernel.has_bias else next(kernel.parameters()).dtype,
         device=device,
     )
+
+
+def _padded(values: Tensor, count: int) -> Tensor:
+    """``count`` per-layer values (or one) padded with an unused last value to ``count + 1``."""
+    if values.numel() == 1:
+        return values
+    return torch.cat([values, values[-1:]])

@@ -132,7 +132,7 @@ def layer_recursion(
     cov: Tensor,
     var2: Tensor,
     activation: Activation,
-    weight_variances: Sequence[Tensor],
+    weight_variances: Sequence[Tensor | None],
     bias_variances: Sequence[Tensor | None],
     compute_ntk: bool,
     symmetric: bool = False,
@@ -165,6 +165,11 @@ def layer_recursion(
 
     ``diag`` (implied when ``var1``, ``cov`` and ``var2`` are one tensor): all three are
     ``(..., n)``, the pairs' own covariances, propagated elementwise.
+
+    A last weight variance of ``None`` (its bias variance ``None`` too) ends the network at
+    its last activation, with no affine map after it: that layer maps
+    :math:`\Sigma' = q` and :math:`\Theta' = \dot q\,\Theta` (a nonlinearity has no parameters,
+    so it adds no tangent term), in either parameterization.
 
     Returns:
         ``(nngp, ntk)``; ``ntk`` is ``None`` unless ``compute_ntk``.
@@ -215,7 +220,7 @@ def layer_recursion(
             var2 = _affine(point_q2, w, b)
         cov_next = _affine(q, w, b)
         if compute_ntk:
-            ntk = torch.addcmul(_tangent(cov_next, q, b, layer, standard_ntk), w * q_dot, ntk)
+            ntk = _ntk_step(ntk, cov_next, q, q_dot, w, b, layer, standard_ntk)
         cov = cov_next
         if same:
             var1 = var2 = cov
@@ -225,7 +230,7 @@ def layer_recursion(
 def point_statistics(
     var: Tensor,
     activation: Activation,
-    weight_variances: Sequence[Tensor | float],
+    weight_variances: Sequence[Tensor | float | None],
     bias_variances: Sequence[Tensor | None],
 ) -> Tensor:
     r"""Per-point statistics of every layer's pre-activations, computed once in O(n) per layer.
@@ -263,11 +268,12 @@ def zero_variances(stats: Tensor) -> tuple[bool, ...]:
 def output_variances(
     stats: Tensor,
     activation: Activation,
-    weight_variances: Sequence[Tensor | float],
+    weight_variances: Sequence[Tensor | float | None],
     bias_variances: Sequence[Tensor | None],
 ) -> Tensor:
     """``(..., n, L + 1)``: every layer's variance (the columns of :func:`point_statistics`)
-    and the output's, the variance after the last (activation, affine) layer."""
+    and the output's, the variance after the last (activation, affine) layer (after the last
+    activation where its weight variance is ``None``)."""
     last = stats[..., 3 * (len(weight_variances) - 1)]
     output = _affine(activation.variance(last), weight_variances[-1], bias_variances[-1])
     return torch.cat([stats[..., 0::3], output.unsqueeze(-1)], dim=-1)
@@ -278,7 +284,7 @@ def block_recursion(
     stats1: Tensor,
     stats2: Tensor,
     activation: Activation,
-    weight_variances: Sequence[Tensor | float],
+    weight_variances: Sequence[Tensor | float | None],
     bias_variances: Sequence[Tensor | None],
     compute_ntk: bool,
     symmetric: bool = False,
@@ -373,7 +379,7 @@ def _block_layers(
     stats1: Tensor,
     stats2: Tensor,
     activation: Activation,
-    weight_variances: Sequence[Tensor | float],
+    weight_variances: Sequence[Tensor | float | None],
     bias_variances: Sequence[Tensor | None],
     compute_ntk: bool,
     symmetric: bool,
@@ -412,7 +418,7 @@ def _block_layers(
                 )
         cov_next = _affine(q, w, b)
         if compute_ntk:
-            ntk = torch.addcmul(_tangent(cov_next, q, b, layer, standard_ntk), w * q_dot, ntk)
+            ntk = _ntk_step(ntk, cov_next, q, q_dot, w, b, layer, standard_ntk)
         cov = cov_next
     return cov, ntk
 
@@ -513,19 +519,28 @@ class _IdenticalPoints:
         return torch.where(eye, point1.unsqueeze(-1), values)
 
 
-def _tangent(
+def _ntk_step(
+    ntk: Tensor,
     cov: Tensor,
     q: Tensor,
+    q_dot: Tensor,
+    weight: Tensor | float | None,
     bias: Tensor | None,
     layer: int,
     standard_ntk: tuple[Tensor, Sequence[float]] | None,
 ) -> Tensor:
-    # what a layer adds to the NTK besides the back-propagated term: its own covariance in the
+    """The NTK after one (activation, affine) layer whose covariance is ``cov``."""
+    if weight is None:
+        # the network ends at this activation: only the back-propagated term
+        return q_dot * ntk
+    # what the affine map adds besides the back-propagated term: its own covariance in the
     # NTK parameterization, n_l q (+1 with biases) in the standard one
     if standard_ntk is None:
-        return cov
-    tangent = standard_ntk[1][layer] * q
-    return tangent if bias is None else tangent + 1.0
+        tangent = cov
+    else:
+        tangent = standard_ntk[1][layer] * q
+        tangent = tangent if bias is None else tangent + 1.0
+    return torch.addcmul(tangent, weight * q_dot, ntk)
 
 
 def _vector_shaped(value: Tensor | float | None) -> Tensor | float | None:
@@ -533,7 +548,9 @@ def _vector_shaped(value: Tensor | float | None) -> Tensor | float | None:
     return value.squeeze(-1) if isinstance(value, Tensor) and value.dim() >= 2 else value
 
 
-def _affine(q: Tensor, weight_variance: Tensor | float, bias_variance: Tensor | None) -> Tensor:
+def _affine(q: Tensor, weight_variance: Tensor | float | None, bias_variance: Tensor | None) -> Tensor:
+    if weight_variance is None:  # no affine map after the last activation (no read-out layer)
+        return q
     if bias_variance is None:
         return weight_variance * q
     if isinstance(weight_variance, Tensor):

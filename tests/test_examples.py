@@ -118,3 +118,16 @@ def test_prior_draws_are_reproducible_and_finite() -> None:
     assert first.shape == (3, 40)
     assert torch.isfinite(first).all()
     assert torch.equal(first, second)
+
+
+@pytest.mark.slow
+def test_readout_free_ntk_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    example = load_example("readout_free_ntk")
+    values = example.main(["--quick", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert_pngs(tmp_path, ["readout_free_ntk.png"])
+    assert "erf W_std=1" in out and "relu depth=3" in out
+    # a depth-1 bias-free ReLU network without read-out on the unit circle in d = 2:
+    # Theta = (pi - theta) / (2 pi) * cos(theta), 1/2 at theta = 0 and 0 at theta = pi / 2
+    relu = values["relu depth=1"]
+    assert abs(float(relu[0]) - 0.5) < 1e-14 and abs(float(relu[len(relu) // 2])) < 1e-14

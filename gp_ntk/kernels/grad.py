@@ -455,7 +455,8 @@ def recursion_partials(
         var1, cov, var2: first-layer :math:`a` ``(..., n, 1)``, :math:`c` ``(..., n, m)``,
             :math:`b` ``(..., 1, m)``; or three ``(..., n)`` tensors for pairs.
         weight_variances, bias_variances: the layers after each activation, as the value
-            kernels' ``_recursion_layers`` give them.
+            kernels' ``_recursion_layers`` give them (a last ``None``: no affine map after the
+            last activation).
         compute_ntk: return the NTK's partials instead of the NNGP's.
 
     Returns:
@@ -468,6 +469,13 @@ def recursion_partials(
     for w, b in zip(weight_variances, bias_variances):
         q, q_dot = _layer_partials(activation, var1, state[_VALUE], var2, compute_ntk)
         composed = _compose(q, slope1, slope2, state)
+        if w is None:
+            # the network ends at this activation: no affine map, and no tangent term of its own
+            if compute_ntk:
+                no_tangent = (zeros,) * len(composed)
+                theta = _tangent_step(no_tangent, _compose(q_dot, slope1, slope2, state), theta, 1.0)
+            state = composed
+            continue
         value = w * composed[_VALUE] + (0.0 if b is None else b)
         next_state = (value,) + tuple(w * t for t in composed[1:])
         if compute_ntk:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from gpytorch.constraints import Interval
 from gpytorch.priors import Prior
 from torch import Tensor
@@ -18,8 +19,16 @@ __all__ = ["NNGPKernel", "DeepNetworkKernel"]
 _PARAMETERIZATIONS = ("ntk", "standard")
 
 
-def _layer_count(name: str, depth: int, ard: bool) -> str:
-    """What ``depth`` per-layer values of variance ``name`` are, for error messages."""
+def _layer_count(name: str, depth: int, ard: bool, readout: bool = True) -> str:
+    """What the per-layer values of variance ``name`` are, for error messages."""
+    if not readout:
+        ending = "readout=False: the network ends at its last activation, with no read-out layer's variance"
+        if name == "weight_variance" and ard:
+            return (
+                f"depth - 1 = {depth - 1} per-layer values (layers 2 to depth: with ard_num_dims the "
+                f"first layer's weights are input_weight_variance; {ending})"
+            )
+        return f"depth = {depth} per-layer values (one per affine layer; {ending})"
     if name == "weight_variance" and ard:
         return (
             f"depth = {depth} per-layer values (layers 2 to depth + 1: with ard_num_dims the first "
@@ -48,13 +57,24 @@ class DeepNetworkKernel(VarianceKernel):
     :math:`(u, v)` Gaussian with covariance :math:`\Sigma^{(l)}` on :math:`\{x, y\}`. The
     NNGP kernel is :math:`\Sigma^{(L+1)}`, the NTK :math:`\Theta^{(L+1)}`.
 
+    ``readout=False`` drops the read-out ``Dense(1, W_std, b_std)``: the network
+    ``stax.serial(*[Dense(width, W_std, b_std), activation] * depth)`` ends at its last
+    activation, has ``depth`` affine layers, and its kernels are those of one output unit,
+
+    .. math::
+        \mathcal K(x, y) = \mathbb E[\phi(u)\phi(v)], \qquad
+        \Theta(x, y) = \mathbb E[\phi'(u)\phi'(v)]\,\Theta^{(L)}(x, y),
+
+    :math:`(u, v)` with covariance :math:`\Sigma^{(L)}`: the last activation has no parameters,
+    so it only carries the tangent kernel of the layers below through its derivative.
+
     Hyperparameters (all learnable, positive, with optional priors):
 
     * ``weight_variance``: one value shared by every layer (default) or, with
       ``per_layer=True``, one per layer (``depth + 1`` values; ``depth`` with ARD, the first
-      layer then being the ARD one);
-    * ``bias_variance``: shared or per layer (``depth + 1``); ``0`` builds a bias-free network
-      with no bias parameter at all;
+      layer then being the ARD one; one fewer with ``readout=False``);
+    * ``bias_variance``: shared or per layer (``depth + 1``, or ``depth`` with
+      ``readout=False``); ``0`` builds a bias-free network with no bias parameter at all;
     * ``input_weight_variance`` (with ``ard_num_dims``): first-layer weight variance per input
       feature, replacing :math:`\sigma_{w,1}^2` by :math:`\mathrm{diag}(\sigma_{w,1,i}^2)`.
     """
@@ -75,9 +95,16 @@ class DeepNetworkKernel(VarianceKernel):
         bias_variance_prior: Prior | None = None,
         weight_variance_constraint: Interval | None = None,
         bias_variance_constraint: Interval | None = None,
+        readout: bool = True,
         **kwargs,
     ) -> None:
         depth = as_integer(depth, "depth must be an integer >= 1 (number of hidden layers)")
+        if not isinstance(readout, (bool, np.bool_)):
+            raise ValueError(
+                "readout must be a bool (True: the network ends with a read-out affine layer; "
+                f"False: it ends at its last activation), got {readout!r}"
+            )
+        readout = bool(readout)
         if not isinstance(parameterization, str) or parameterization.lower() not in _PARAMETERIZATIONS:
             raise ValueError(
                 f"parameterization must be one of {_PARAMETERIZATIONS}, got {parameterization!r}"
@@ -95,11 +122,24 @@ class DeepNetworkKernel(VarianceKernel):
         biases = as_initial_values(bias_variance, "bias_variance")
         # lists, tuples, tensors and arrays alike: more than one value means per-layer values
         per_layer = bool(per_layer) or len(weights) > 1 or len(biases) > 1
-        num_layers = depth + 1
+        num_layers = depth + 1 if readout else depth
         ard = ard_num_dims is not None
-        num_weights = (depth if ard else num_layers) if per_layer else 1
-        check_count(weights, num_weights, "weight_variance", _layer_count("weight_variance", depth, ard))
-        check_count(biases, num_layers, "bias_variance", _layer_count("bias_variance", depth, ard))
+        num_weights = (num_layers - 1 if ard else num_layers) if per_layer else 1
+        if ard and num_layers == 1:
+            # one affine layer, the ARD one: its per-feature variances are the only weights
+            num_weights = 0
+            check_count(
+                weights,
+                ard_num_dims,
+                "weight_variance",
+                f"ard_num_dims = {ard_num_dims} values (one per input feature: with readout=False "
+                "and depth = 1 the ARD layer is the only affine layer)",
+            )
+        else:
+            check_count(
+                weights, num_weights, "weight_variance", _layer_count("weight_variance", depth, ard, readout)
+            )
+        check_count(biases, num_layers, "bias_variance", _layer_count("bias_variance", depth, ard, readout))
         super().__init__(
             weight_variance=weights,
             bias_variance=biases,
@@ -117,6 +157,7 @@ class DeepNetworkKernel(VarianceKernel):
         self.parameterization = parameterization
         self.width = width
         self.per_layer = per_layer
+        self.readout = readout
 
     _divides_by_dim = True
 
@@ -124,11 +165,11 @@ class DeepNetworkKernel(VarianceKernel):
         if name == "input_weight_variance":
             return super()._count_hint(name)
         if self.per_layer:
-            return _layer_count(name, self.depth, self.ard_num_dims is not None)
+            return _layer_count(name, self.depth, self.ard_num_dims is not None, self.readout)
         return "1 value shared by all layers (the kernel was built with per_layer=False)"
 
     def _structure(self) -> dict:
-        return {
+        structure = {
             **super()._structure(),
             "depth": self.depth,
             "activation": describe_activation(self.activation),
@@ -136,17 +177,26 @@ class DeepNetworkKernel(VarianceKernel):
             "width": self.width,
             "per_layer": self.per_layer,
         }
+        if not self.readout:
+            # (stored only when False: state dicts saved without the entry are read-out kernels')
+            structure["readout"] = False
+        return structure
 
     def _recursion_layers(self, like: Tensor, diag: bool, variances: dict[str, Tensor]) -> tuple[list, list]:
-        """Weight and bias variances of layers 2 .. depth + 1, shaped for the covariances."""
-        num_layers = self.depth + 1
+        """Weight and bias variances of the affine maps after the ``depth`` activations, shaped
+        for the covariances: layers 2 .. depth + 1, or 2 .. depth and ``None`` (no affine map
+        after the last activation) with ``readout=False``."""
+        num_layers = self.depth + 1 if self.readout else self.depth
+        end = [] if self.readout else [None]
         if self.ard_num_dims is not None:
-            weights = self._layer_values(variances["weight_variance"], self.depth, like, diag)
+            weights = []
+            if num_layers > 1:
+                weights = self._layer_values(variances["weight_variance"], num_layers - 1, like, diag)
         else:
             weights = self._layer_values(variances["weight_variance"], num_layers, like, diag)[1:]
         if not self.has_bias:
-            return weights, [None] * self.depth
-        return weights, self._layer_values(variances["bias_variance"], num_layers, like, diag)[1:]
+            return weights + end, [None] * self.depth
+        return weights + end, self._layer_values(variances["bias_variance"], num_layers, like, diag)[1:] + end
 
     def _standard_ntk(self, x1: Tensor, x2: Tensor, diag: bool, symmetric: bool):
         if self.parameterization != "standard":
@@ -162,7 +212,7 @@ class DeepNetworkKernel(VarianceKernel):
     def extra_repr(self) -> str:
         return (
             f"depth={self.depth}, activation={self.activation!r}, parameterization={self.parameterization!r}, "
-            f"per_layer={self.per_layer}, bias={self.has_bias}"
+            f"per_layer={self.per_layer}, bias={self.has_bias}" + ("" if self.readout else ", readout=False")
         )
 
 
@@ -184,6 +234,9 @@ class NNGPKernel(DeepNetworkKernel):
         bias_variance: :math:`\sigma_b^2 \ge 0`, a number or ``depth + 1`` numbers; 0 disables biases.
         parameterization: ``"ntk"`` or ``"standard"``; the NNGP is the same in both.
         width: hidden-layer width, required with ``"standard"`` (see :class:`~gp_ntk.NTKKernel`).
+        readout: ``False`` ends the network at its last activation (no read-out layer, ``depth``
+            affine layers): the kernel of ``stax.serial(*[Dense(w, W_std, b_std), act] * L)``,
+            :math:`\mathbb E[\phi(u)\phi(v)]` under :math:`\Sigma^{(L)}`.
         ard_num_dims: learn one first-layer weight variance per input feature.
         per_layer: one weight and bias variance per layer instead of shared ones.
         weight_variance_prior, bias_variance_prior: optional :class:`gpytorch.priors.Prior`.
