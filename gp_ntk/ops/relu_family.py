@@ -76,10 +76,14 @@ def _block_shape(
     values: Sequence[Tensor | None],
 ) -> torch.Size:
     """The shape every matrix of the recursion has: all operands broadcast to it."""
-    shapes = [cov.shape, (*stats1.shape[:-1], 1), (*stats2.shape[:-2], 1, stats2.shape[-2])]
-    shapes += [v.shape for v in values if isinstance(v, Tensor) and (v.numel() > 1 or v.dim() > cov.dim())]
+    shapes = [v.shape for v in values if isinstance(v, Tensor) and (v.numel() > 1 or v.dim() > cov.dim())]
     if theta is not None:
         shapes.append(theta.shape)
+    if not shapes and cov.dim() == stats1.dim() == stats2.dim() == 2:
+        # (the common unbatched block, without broadcast_shapes' Python overhead)
+        if cov.shape == (stats1.shape[0], stats2.shape[0]):
+            return cov.shape
+    shapes += [cov.shape, (*stats1.shape[:-1], 1), (*stats2.shape[:-2], 1, stats2.shape[-2])]
     return torch.broadcast_shapes(*shapes)
 
 
@@ -239,6 +243,9 @@ class _ReLUFamilyBlock(torch.autograd.Function):
         g_stats1 = torch.zeros_like(stats1) if want1 else None
         g_stats2 = torch.zeros_like(stats2) if want2 else None
         g_values: list[Tensor | None] = [None] * len(values)
+        # 1 / s and 1 / r of every layer at once (0 where a statistic is 0)
+        inverse1 = _reciprocal_or_zero(stats1) if want1 else None
+        inverse2 = inverse1 if want2 and stats2 is stats1 else (_reciprocal_or_zero(stats2) if want2 else None)
         like = ctx.layers[-1][2]
         shape = like.shape
         if not compute_ntk:
@@ -254,6 +261,10 @@ class _ReLUFamilyBlock(torch.autograd.Function):
             w, b = weights[layer], biases[layer]
             var1, std1, rstd1 = _side_statistics(stats1, layer, -1)
             var2, std2, rstd2 = _side_statistics(stats2, layer, -2)
+            if want1:
+                inv_std1, inv_rstd1 = (inverse1[..., 3 * layer + k].unsqueeze(-1) for k in (1, 2))
+            if want2:
+                inv_std2, inv_rstd2 = (inverse2[..., 3 * layer + k].unsqueeze(-2) for k in (1, 2))
             # G: the gradient reaching this layer's covariance, which the NTK adds as its tangent
             G = g_cov
             if g_ntk is not None and widths is None and w is not None:
@@ -295,10 +306,10 @@ class _ReLUFamilyBlock(torch.autograd.Function):
                     col = None if col is None else col + widths[layer] * extra.sum(-2, keepdim=True)
             # q = (alpha J_1 + beta c) s1 s2: d/ds1 = q / s1
             if want1:
-                g = row * _reciprocal_or_zero(std1)
+                g = row * inv_std1
                 g_stats1[..., 3 * layer + 1] += _sum_to(g, std1.shape).squeeze(-1)
             if want2:
-                g = col * _reciprocal_or_zero(std2)
+                g = col * inv_std2
                 g_stats2[..., 3 * layer + 1] += _sum_to(g, std2.shape).squeeze(-2)
             g_c = g_q.mul_(_outer(std1, std2, scratch)).mul_(q_dot)
             if Z is not None:
@@ -325,10 +336,10 @@ class _ReLUFamilyBlock(torch.autograd.Function):
                 # c = cov r1 r2: d/dr1 = c / r1
                 H = torch.mul(g_c, c, out=product)
                 if want1:
-                    g = H.sum(-1, keepdim=True) * _reciprocal_or_zero(rstd1)
+                    g = H.sum(-1, keepdim=True) * inv_rstd1
                     g_stats1[..., 3 * layer + 2] += _sum_to(g, rstd1.shape).squeeze(-1)
                 if want2:
-                    g = H.sum(-2, keepdim=True) * _reciprocal_or_zero(rstd2)
+                    g = H.sum(-2, keepdim=True) * inv_rstd2
                     g_stats2[..., 3 * layer + 2] += _sum_to(g, rstd2.shape).squeeze(-2)
             g_cov = g_c.mul_(_outer(rstd1, rstd2, scratch))
             own_cov = True
