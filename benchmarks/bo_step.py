@@ -59,7 +59,9 @@ SURROGATES = {"rbf": _rbf, "ntk-unit": _ntk_unit}
 def _problem(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(n, dim, dtype=torch.float64, generator=generator)
-    y = -((x - 0.3) ** 2).sum(-1, keepdim=True) + 0.05 * torch.randn(n, 1, dtype=torch.float64, generator=generator)
+    y = -((x - 0.3) ** 2).sum(-1, keepdim=True) + 0.05 * torch.randn(
+        n, 1, dtype=torch.float64, generator=generator
+    )
     return x, y
 
 
@@ -104,10 +106,14 @@ def main(argv: list[str] | None = None) -> dict:
                     fit, acq = iteration(SURROGATES[name], x, y, args.restarts, args.raw_samples, seed=repeat)
                     if repeat:
                         times[name].append((fit, acq, fit + acq))
-        medians = {name: [statistics.median(t[i] for t in ts) for i in range(3)] for name, ts in times.items()}
+        medians = {
+            name: [statistics.median(t[i] for t in ts) for i in range(3)] for name, ts in times.items()
+        }
         # the ratio of medians of per-repeat ratios: each repeat ran every surrogate back to back
         ratios = {
-            name: statistics.median(a[2] / b[2] for a, b in zip(ts, times["rbf"])) if "rbf" in times else float("nan")
+            name: statistics.median(a[2] / b[2] for a, b in zip(ts, times["rbf"]))
+            if "rbf" in times
+            else float("nan")
             for name, ts in times.items()
         }
         for name, (fit, acq, total) in medians.items():

@@ -26,7 +26,6 @@ from .ops import (
     outer,
     scaled_correlation,
     snapped_rsqrt,
-    symmetrize,
 )
 from .ops.relu_family import ONE_THREAD_BELOW, relu_family_recursion
 
@@ -113,9 +112,14 @@ def first_layer_covariance(
     :math:`k(X, X)` exactly symmetric.
     """
     cov = (x1 * weight_variance) @ x2.mT
-    if bias_variance is not None:
-        cov = cov + bias_variance
-    return symmetrize(cov) if symmetric else cov
+    if symmetric:
+        # symmetrize(cov), the halving in place (autograd saves neither step's output)
+        cov = torch.add(cov, cov.mT).mul_(0.5)
+    if bias_variance is None:
+        return cov
+    if torch.broadcast_shapes(cov.shape, bias_variance.shape) == cov.shape:
+        return cov.add_(bias_variance)
+    return cov + bias_variance
 
 
 def _diagonal_variances(cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:

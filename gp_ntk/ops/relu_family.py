@@ -141,7 +141,9 @@ def _layers(
         # sin(theta) = sqrt((1 - c)(1 + c)): no cancellation near c = +-1
         sin = torch.sub(one, c, out=matrix(shape, cov))
         sin.mul_(torch.add(c, 1.0, out=scratch)).sqrt_()
-        q = torch.addcmul(sin, c, angle, out=matrix(shape, cov)) if keep_sin else sin.addcmul_(c, angle)  # J_1
+        q = (
+            torch.addcmul(sin, c, angle, out=matrix(shape, cov)) if keep_sin else sin.addcmul_(c, angle)
+        )  # J_1
         q.mul_(alpha)
         if beta:
             q.add_(c, alpha=beta)
@@ -245,7 +247,9 @@ class _ReLUFamilyBlock(torch.autograd.Function):
         g_values: list[Tensor | None] = [None] * len(values)
         # 1 / s and 1 / r of every layer at once (0 where a statistic is 0)
         inverse1 = _reciprocal_or_zero(stats1) if want1 else None
-        inverse2 = inverse1 if want2 and stats2 is stats1 else (_reciprocal_or_zero(stats2) if want2 else None)
+        inverse2 = (
+            inverse1 if want2 and stats2 is stats1 else (_reciprocal_or_zero(stats2) if want2 else None)
+        )
         like = ctx.layers[-1][2]
         shape = like.shape
         if not compute_ntk:
