@@ -98,26 +98,37 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for n in args.n:
         x, y = _problem(n, args.dim, seed=n)
-        times = {name: [] for name in args.surrogates}
+        times = {name: {} for name in args.surrogates}
+        failures = dict.fromkeys(args.surrogates, 0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for repeat in range(args.repeats + 1):  # the first round is a warm-up
                 for name in args.surrogates:
-                    fit, acq = iteration(SURROGATES[name], x, y, args.restarts, args.raw_samples, seed=repeat)
+                    try:
+                        fit, acq = iteration(
+                            SURROGATES[name], x, y, args.restarts, args.raw_samples, seed=repeat
+                        )
+                    except FloatingPointError:
+                        # a line search of the fit can probe variances that underflow; the
+                        # trajectory is chaotic (rounding-level changes move where it goes)
+                        failures[name] += 1
+                        continue
                     if repeat:
-                        times[name].append((fit, acq, fit + acq))
+                        times[name][repeat] = (fit, acq, fit + acq)
         medians = {
-            name: [statistics.median(t[i] for t in ts) for i in range(3)] for name, ts in times.items()
+            name: [statistics.median(t[i] for t in ts.values()) if ts else float("nan") for i in range(3)]
+            for name, ts in times.items()
         }
         # the ratio of medians of per-repeat ratios: each repeat ran every surrogate back to back
         ratios = {
-            name: statistics.median(a[2] / b[2] for a, b in zip(ts, times["rbf"]))
-            if "rbf" in times
+            name: statistics.median(ts[r][2] / times["rbf"][r][2] for r in ts if r in times["rbf"])
+            if "rbf" in times and set(ts) & set(times["rbf"])
             else float("nan")
             for name, ts in times.items()
         }
         for name, (fit, acq, total) in medians.items():
-            print(f"| {n} | {name} | {fit:.3f} | {acq:.3f} | {total:.3f} | {ratios[name]:.2f} |")
+            failed = f" ({failures[name]} fits failed)" if failures[name] else ""
+            print(f"| {n} | {name}{failed} | {fit:.3f} | {acq:.3f} | {total:.3f} | {ratios[name]:.2f} |")
         results[n] = {"medians": medians, "ratios": ratios}
     return results
 

@@ -58,14 +58,13 @@ def matrix(shape: torch.Size | tuple[int, ...], like: Tensor) -> Tensor:
             if _use_count(buffer) == idle:
                 return buffer.detach()
         buffer = torch.empty(shape, dtype=like.dtype, device=like.device)
+        while _kept_bytes + size > MAX_BYTES and len(_kept) > 1:
+            _, old = _kept.popitem(last=False)  # (the current shape is the most recent)
+            _kept_bytes -= sum(b.numel() * b.element_size() for b, _ in old)
+        if _kept_bytes + size > MAX_BYTES:
+            return buffer  # (many live results of one shape: not kept)
         buffers.append((buffer, _use_count(buffer)))
         _kept_bytes += size
-        while _kept_bytes > MAX_BYTES and len(_kept) > 1:
-            old_key, old = _kept.popitem(last=False)
-            if old_key == key:  # (the current shape is the most recent; never reached)
-                _kept[old_key] = old
-                break
-            _kept_bytes -= sum(b.numel() * b.element_size() for b, _ in old)
         return buffer.detach()
 
 
