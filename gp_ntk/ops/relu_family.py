@@ -111,7 +111,7 @@ def _layers(
 ) -> tuple[Tensor, Tensor | None, list]:
     """Forward pass; ``save``: keep what the backward pass needs (and overwrite nothing it needs).
 
-    Every matrix is a :func:`~gp_ntk.ops.workspace.matrix` of the block's full shape, written by
+    Every matrix is a ``workspace.matrix`` of the block's full shape, written by
     ``out=`` or in place: no matrix-sized allocation (and no page fault) in the steady state.
     The inputs ``cov`` and ``ntk`` are only read.
     """
