@@ -112,6 +112,10 @@ def first_layer_covariance(
     :math:`k(X, X)` exactly symmetric.
     """
     cov = (x1 * weight_variance) @ x2.mT
+    if torch.compiler.is_compiling():
+        # (a compiled graph keeps the plain form: the compiler fuses it, and no shape test guards it)
+        cov = cov if bias_variance is None else cov + bias_variance
+        return symmetrize(cov) if symmetric else cov
     if symmetric:
         # symmetrize(cov), the halving in place (autograd saves neither step's output)
         cov = torch.add(cov, cov.mT).mul_(0.5)
