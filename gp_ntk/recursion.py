@@ -26,6 +26,7 @@ from .ops import (
     outer,
     scaled_correlation,
     snapped_rsqrt,
+    symmetrize,
 )
 from .ops.relu_family import ONE_THREAD_BELOW, relu_family_recursion
 
