@@ -83,7 +83,8 @@ def _median_time(step, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(key: str, x: torch.Tensor, y: torch.Tensor, depth: int, repeats: int) -> dict:
+def steps(key: str, x: torch.Tensor, y: torch.Tensor, depth: int):
+    """``(mll_step, kernel_step, model)`` for one kernel."""
     kernel = KERNELS[key][1](depth).to(x)
     model = _Model(x, y, kernel).to(x)
     model.train()
@@ -105,6 +106,15 @@ def measure(key: str, x: torch.Tensor, y: torch.Tensor, depth: int, repeats: int
             matrix = model.covar_module(x).to_dense()
         (weights * matrix).sum().backward()
 
+    return mll_step, kernel_step, model
+
+
+def _finite_grads(model) -> bool:
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
+def measure(key: str, x: torch.Tensor, y: torch.Tensor, depth: int, repeats: int) -> dict:
+    mll_step, kernel_step, model = steps(key, x, y, depth)
     grads_finite = True
     mll_time = _median_time(mll_step, repeats)
     for parameter in model.parameters():
@@ -112,6 +122,32 @@ def measure(key: str, x: torch.Tensor, y: torch.Tensor, depth: int, repeats: int
             grads_finite = False
     kernel_time = _median_time(kernel_step, repeats)
     return {"kernel": key, "mll": mll_time, "kernel_only": kernel_time, "finite": grads_finite}
+
+
+def measure_interleaved(
+    keys: list[str], x: torch.Tensor, y: torch.Tensor, depth: int, repeats: int
+) -> list[dict]:
+    """:func:`measure` for several kernels, their steps timed round-robin."""
+    prepared = {key: steps(key, x, y, depth) for key in keys}
+    times = {key: {"mll": [], "kernel_only": []} for key in keys}
+    for part, index in (("mll", 0), ("kernel_only", 1)):
+        for repeat in range(repeats + 1):  # the first round is a warm-up
+            for key in keys:
+                step = prepared[key][index]
+                start = time.perf_counter()
+                step()
+                if repeat:
+                    times[key][part].append(time.perf_counter() - start)
+    results = []
+    for key in keys:
+        result = {"kernel": key, "finite": _finite_grads(prepared[key][2])}
+        for part in ("mll", "kernel_only"):
+            result[part] = statistics.median(times[key][part])
+            if "rbf" in times:
+                ratios = [t / r for t, r in zip(times[key][part], times["rbf"][part])]
+                result[part + "_ratio"] = statistics.median(ratios)
+        results.append(result)
+    return results
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -124,6 +160,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kernels", nargs="+", choices=list(KERNELS), default=list(KERNELS))
     parser.add_argument("--quick", action="store_true", help="N = 500, one repeat")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run the kernels' steps round-robin (each repeat times every kernel once): load from other "
+        "processes then affects all kernels alike; ratios are medians of the per-repeat ratios",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.repeats = 500, 1
@@ -137,13 +179,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f" torch {torch.__version__} ({args.threads} thread(s)), gpytorch {gpytorch.__version__};"
         f" N = {args.n}, d = {args.dim}, depth {args.depth}, {args.dtype}, Cholesky, median of {args.repeats}"
     )
-    results = [measure(key, x, y, args.depth, args.repeats) for key in args.kernels]
+    if args.interleave:
+        results = measure_interleaved(args.kernels, x, y, args.depth, args.repeats)
+    else:
+        results = [measure(key, x, y, args.depth, args.repeats) for key in args.kernels]
     reference = next((r for r in results if r["kernel"] == "rbf"), None)
     print("\n| kernel | MLL forward + backward [s] | / RBF | kernel forward + backward [s] | / RBF |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
 
         def ratio(name: str, r: dict = r) -> str:
+            if name + "_ratio" in r:
+                return f"{r[name + '_ratio']:.2f}"
             return f"{r[name] / reference[name]:.2f}" if reference else "n/a"
 
         flag = "" if r["finite"] else " (non-finite gradients!)"

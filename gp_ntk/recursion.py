@@ -113,9 +113,18 @@ def first_layer_covariance(
     :math:`k(X, X)` exactly symmetric.
     """
     cov = (x1 * weight_variance) @ x2.mT
-    if bias_variance is not None:
-        cov = cov + bias_variance
-    return symmetrize(cov) if symmetric else cov
+    if torch.compiler.is_compiling():
+        # (a compiled graph keeps the plain form: the compiler fuses it, and no shape test guards it)
+        cov = cov if bias_variance is None else cov + bias_variance
+        return symmetrize(cov) if symmetric else cov
+    if symmetric:
+        # symmetrize(cov), the halving in place (autograd saves neither step's output)
+        cov = torch.add(cov, cov.mT).mul_(0.5)
+    if bias_variance is None:
+        return cov
+    if torch.broadcast_shapes(cov.shape, bias_variance.shape) == cov.shape:
+        return cov.add_(bias_variance)
+    return cov + bias_variance
 
 
 def _diagonal_variances(cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -158,13 +158,13 @@ def check_inputs(
     if last_dim_is_batch:
         batch1, batch2 = batch1 + x1.shape[-1:], batch2 + x2.shape[-1:]
     try:
-        batch = torch.broadcast_shapes(batch1, batch2)
+        batch = batch1 if batch1 == batch2 else torch.broadcast_shapes(batch1, batch2)
     except RuntimeError:
         raise ValueError(
             f"the batch shapes of x1 {tuple(batch1)} and x2 {tuple(batch2)} do not broadcast "
             f"(inputs have shape (*batch, n, d))"
         ) from None
-    if batch_shape is not None:
+    if batch_shape is not None and batch_shape != batch and len(batch_shape):
         try:
             torch.broadcast_shapes(batch, batch_shape)
         except RuntimeError:

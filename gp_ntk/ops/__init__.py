@@ -7,6 +7,8 @@ r"""Tensor operations the kernels are built from; nothing here knows about layer
 * :mod:`~gp_ntk.ops.products`: outer products and the symmetrisation that keep :math:`k(X, X)`
   exactly symmetric, and in-place products on temporaries;
 * :mod:`~gp_ntk.ops.polynomial`: Horner's rule.
+* ``gp_ntk.ops.workspace``: matrix buffers kept between evaluations (no page faults on
+  small blocks), reused only when nothing refers to them.
 
 This package imports nothing else from gp_ntk.
 """

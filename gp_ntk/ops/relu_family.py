@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from .workspace import matrix
+
 #: blocks with fewer entries are evaluated (forward and backward) on one intra-op thread
 ONE_THREAD_BELOW = 2**18
 
@@ -57,30 +59,6 @@ def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
     return grad.sum_to_size(shape) if grad.shape != shape else grad
 
 
-def _fits(a: Tensor, b: Tensor | float) -> bool:
-    return not isinstance(b, Tensor) or torch.broadcast_shapes(a.shape, b.shape) == a.shape
-
-
-def _imul(a: Tensor, b: Tensor | float) -> Tensor:
-    """``a * b``, in place on ``a`` (a temporary of this module's) where the shapes allow."""
-    return a.mul_(b) if _fits(a, b) else a * b
-
-
-def _iadd(a: Tensor, b: Tensor | float) -> Tensor:
-    return a.add_(b) if _fits(a, b) else a + b
-
-
-def _outer(left: Tensor, right: Tensor, out: Tensor) -> Tensor:
-    """``left * right`` (``(..., n, 1)`` by ``(..., 1, m)``), written into ``out`` where it fits."""
-    if out.shape == torch.broadcast_shapes(left.shape, right.shape):
-        return torch.mul(left, right, out=out)
-    return left * right
-
-
-def _product(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
-    return torch.mul(a, b, out=out) if out.shape == torch.broadcast_shapes(a.shape, b.shape) else a * b
-
-
 def _reciprocal_or_zero(v: Tensor) -> Tensor:
     nonzero = v != 0
     return torch.where(nonzero, 1.0 / torch.where(nonzero, v, 1.0), 0.0)
@@ -88,6 +66,32 @@ def _reciprocal_or_zero(v: Tensor) -> Tensor:
 
 def _side_statistics(stats: Tensor, layer: int, dim: int) -> tuple[Tensor, Tensor, Tensor]:
     return tuple(stats[..., 3 * layer + k].unsqueeze(dim) for k in range(3))  # type: ignore[return-value]
+
+
+def _block_shape(
+    cov: Tensor,
+    stats1: Tensor,
+    stats2: Tensor,
+    theta: Tensor | None,
+    values: Sequence[Tensor | None],
+) -> torch.Size:
+    """The shape every matrix of the recursion has: all operands broadcast to it."""
+    shapes = [v.shape for v in values if isinstance(v, Tensor) and (v.numel() > 1 or v.dim() > cov.dim())]
+    if theta is not None:
+        shapes.append(theta.shape)
+    if not shapes and cov.dim() == stats1.dim() == stats2.dim() == 2:
+        # (the common unbatched block, without broadcast_shapes' Python overhead)
+        if cov.shape == (stats1.shape[0], stats2.shape[0]):
+            return cov.shape
+    shapes += [cov.shape, (*stats1.shape[:-1], 1), (*stats2.shape[:-2], 1, stats2.shape[-2])]
+    return torch.broadcast_shapes(*shapes)
+
+
+def _outer(left: Tensor, right: Tensor, out: Tensor) -> Tensor:
+    """``left * right`` (``(..., n, 1)`` by ``(..., 1, m)``) written into ``out`` (the block's shape)."""
+    if left.shape[:-2] == right.shape[:-2] == out.shape[:-2]:
+        return torch.mul(left, right, out=out)
+    return out.copy_(left * right)
 
 
 def _layers(
@@ -105,30 +109,41 @@ def _layers(
     zeros: tuple[tuple[bool, ...], tuple[bool, ...]],
     save: bool,
 ) -> tuple[Tensor, Tensor | None, list]:
-    """Forward pass; ``save``: keep what the backward pass needs (and overwrite nothing it needs)."""
+    """Forward pass; ``save``: keep what the backward pass needs (and overwrite nothing it needs).
+
+    Every matrix is a ``workspace.matrix`` of the block's full shape, written by
+    ``out=`` or in place: no matrix-sized allocation (and no page fault) in the steady state.
+    The inputs ``cov`` and ``ntk`` are only read.
+    """
+    shape = _block_shape(cov, stats1, stats2, ntk, [*weights, *biases])
     saved = []
-    scratch: Tensor | None = None
+    scratch = matrix(shape, cov)
+    one = cov.new_ones(())
+    keep_sin = save and compute_ntk
     for layer, (w, b) in enumerate(zip(weights, biases)):
         var1, std1, rstd1 = _side_statistics(stats1, layer, -1)
         var2, std2, rstd2 = _side_statistics(stats2, layer, -2)
         # the outer product of the reciprocal deviations first: k(X, X) stays exactly symmetric
-        c = _imul(rstd1 * rstd2, cov)
-        if scratch is None or scratch.shape != c.shape:
-            scratch = torch.empty_like(c)
+        c = _outer(rstd1, rstd2, matrix(shape, cov)).mul_(cov)
         both_zero = None
         if zeros[0][layer] and zeros[1][layer]:
             both_zero = (var1 == 0) & (var2 == 0)
             c.masked_fill_(both_zero, 1.0)
-        clipped = c.gt(1.0).logical_or_(c.lt(-1.0)) if save else None
-        c.clamp_(-1.0, 1.0)
         if symmetric:
             c.diagonal(dim1=-2, dim2=-1).fill_(1.0)
-        angle = torch.acos(c.neg_())  # pi - theta = arccos(-c); negation is exact
-        c.neg_()
+        clipped = None
+        low, high = torch.aminmax(c)
+        # (one reduction; the rounding beyond +-1 that the clamp removes is rare off the diagonal)
+        if float(low) < -1.0 or float(high) > 1.0:
+            clipped = c.gt(1.0).logical_or_(c.lt(-1.0)) if save else None
+            c.clamp_(-1.0, 1.0)
+        angle = torch.neg(c, out=matrix(shape, cov)).acos_()  # pi - theta = arccos(-c); negation is exact
         # sin(theta) = sqrt((1 - c)(1 + c)): no cancellation near c = +-1
-        sin = torch.rsub(c, 1.0).mul_(torch.add(c, 1.0, out=scratch)).sqrt_()
-        keep_sin = save and compute_ntk
-        q = torch.addcmul(sin, c, angle) if keep_sin else sin.addcmul_(c, angle)  # J_1
+        sin = torch.sub(one, c, out=matrix(shape, cov))
+        sin.mul_(torch.add(c, 1.0, out=scratch)).sqrt_()
+        q = (
+            torch.addcmul(sin, c, angle, out=matrix(shape, cov)) if keep_sin else sin.addcmul_(c, angle)
+        )  # J_1
         q.mul_(alpha)
         if beta:
             q.add_(c, alpha=beta)
@@ -140,18 +155,20 @@ def _layers(
                 q_dot.add_(beta)
         tangent = None
         if compute_ntk and widths is not None and w is not None:
-            tangent = widths[layer] * q if b is None else torch.mul(q, widths[layer]).add_(1.0)
+            tangent = torch.mul(q, widths[layer], out=matrix(shape, cov))
+            if b is not None:
+                tangent.add_(1.0)
         if w is None:  # the network ends at this activation (no read-out layer)
             cov_next = q
-        elif save:
-            cov_next = w * q if b is None else torch.addcmul(b, w, q)
+        elif b is None:
+            cov_next = torch.mul(q, w, out=matrix(shape, cov))
         else:
-            cov_next = _imul(q, w) if b is None else _iadd(_imul(q, w), b)
+            cov_next = torch.addcmul(b, w, q, out=matrix(shape, cov))
         ntk_prev = ntk
         if compute_ntk:
-            ntk = torch.mul(q_dot, ntk)
+            ntk = torch.mul(q_dot, ntk, out=matrix(shape, cov))
             if w is not None:
-                ntk = _iadd(_imul(ntk, w), cov_next if tangent is None else tangent)
+                ntk.mul_(w).add_(cov_next if tangent is None else tangent)
         if save:
             saved.append((c, sin if keep_sin else None, q, q_dot, clipped, both_zero, ntk_prev))
         cov = cov_next
@@ -228,13 +245,19 @@ class _ReLUFamilyBlock(torch.autograd.Function):
         g_stats1 = torch.zeros_like(stats1) if want1 else None
         g_stats2 = torch.zeros_like(stats2) if want2 else None
         g_values: list[Tensor | None] = [None] * len(values)
+        # 1 / s and 1 / r of every layer at once (0 where a statistic is 0)
+        inverse1 = _reciprocal_or_zero(stats1) if want1 else None
+        inverse2 = (
+            inverse1 if want2 and stats2 is stats1 else (_reciprocal_or_zero(stats2) if want2 else None)
+        )
         like = ctx.layers[-1][2]
-        g_cov, own_cov, own_ntk = g_nngp, False, False
-        if g_cov is None:
-            g_cov, own_cov = torch.zeros_like(like), True
+        shape = like.shape
         if not compute_ntk:
             g_ntk = None
-        scratch = torch.empty_like(like)
+        # the incoming gradients are only read; own_*: the tensor is this pass's to overwrite
+        g_cov, own_cov, own_ntk = g_nngp, False, False
+        scratch, product = matrix(shape, like), matrix(shape, like)
+        ntk_product = matrix(shape, like) if g_ntk is not None else None
         # the band of the singular slope 1/sin(theta) at c = +-1 (see gp_ntk's arccos_j)
         band = 4.0 * math.sqrt(torch.finfo(like.dtype).eps)
         for layer in reversed(range(num_layers)):
@@ -242,55 +265,85 @@ class _ReLUFamilyBlock(torch.autograd.Function):
             w, b = weights[layer], biases[layer]
             var1, std1, rstd1 = _side_statistics(stats1, layer, -1)
             var2, std2, rstd2 = _side_statistics(stats2, layer, -2)
+            if want1:
+                inv_std1, inv_rstd1 = (inverse1[..., 3 * layer + k].unsqueeze(-1) for k in (1, 2))
+            if want2:
+                inv_std2, inv_rstd2 = (inverse2[..., 3 * layer + k].unsqueeze(-2) for k in (1, 2))
             # G: the gradient reaching this layer's covariance, which the NTK adds as its tangent
             G = g_cov
             if g_ntk is not None and widths is None and w is not None:
-                G = _iadd(G, g_ntk) if own_cov else G + g_ntk
-                own_cov = True
+                if G is None:
+                    G, own_cov = g_ntk, False
+                elif own_cov:
+                    G = G.add_(g_ntk)
+                else:
+                    G, own_cov = torch.add(G, g_ntk, out=matrix(shape, like)), True
+            if G is None:
+                G, own_cov = torch.zeros(shape, dtype=like.dtype, device=like.device), True
             if b is not None and needs[4 + num_layers + layer]:
                 g_values[num_layers + layer] = _sum_to(G.sum((-1, -2), keepdim=True), b.shape)
-            Z = None if g_ntk is None else g_ntk * ntk_prev
-            if w is not None and needs[4 + layer]:
-                g_w = _product(G, q, scratch).sum((-1, -2), keepdim=True)
+            Z = None if g_ntk is None else torch.mul(g_ntk, ntk_prev, out=ntk_product)
+            # P = G q: the weight's gradient, and (times w) that of q's factor s1 s2
+            wants_w = w is not None and needs[4 + layer]
+            P = torch.mul(G, q, out=product) if want1 or want2 or wants_w else None
+            row = col = None
+            if want1 or want2:
+                row = P.sum(-1, keepdim=True) if want1 else None
+                col = P.sum(-2, keepdim=True) if want2 else None
+            if wants_w:
+                g_w = row.sum(-2, keepdim=True) if row is not None else P.sum((-1, -2), keepdim=True)
                 if Z is not None:
-                    g_w = g_w + _product(Z, q_dot, scratch).sum((-1, -2), keepdim=True)
+                    g_w = g_w + torch.mul(Z, q_dot, out=product).sum((-1, -2), keepdim=True)
                 g_values[layer] = _sum_to(g_w, w.shape)
             if w is None:
-                g_q = G if own_cov else G.clone()
+                g_q = G if own_cov else torch.mul(G, 1.0, out=matrix(shape, like))
             else:
-                g_q = _imul(G, w) if own_cov else G * w
-            if g_ntk is not None and widths is not None and w is not None:
-                g_q = g_q.add_(g_ntk, alpha=widths[layer])
-            if want1 or want2:
-                # q = (alpha J_1 + beta c) s1 s2: d/ds1 = q / s1
-                Y = _product(g_q, q, scratch)
-                if want1:
-                    g = Y.sum(-1, keepdim=True) * _reciprocal_or_zero(std1)
-                    g_stats1[..., 3 * layer + 1] += _sum_to(g, std1.shape).squeeze(-1)
-                if want2:
-                    g = Y.sum(-2, keepdim=True) * _reciprocal_or_zero(std2)
-                    g_stats2[..., 3 * layer + 1] += _sum_to(g, std2.shape).squeeze(-2)
+                g_q = G.mul_(w) if own_cov else torch.mul(G, w, out=matrix(shape, like))
+                row = None if row is None else row * w
+                col = None if col is None else col * w
+            standard = g_ntk is not None and widths is not None and w is not None
+            if standard:
+                g_q.add_(g_ntk, alpha=widths[layer])
+                if want1 or want2:
+                    extra = torch.mul(g_ntk, q, out=product)
+                    row = None if row is None else row + widths[layer] * extra.sum(-1, keepdim=True)
+                    col = None if col is None else col + widths[layer] * extra.sum(-2, keepdim=True)
+            # q = (alpha J_1 + beta c) s1 s2: d/ds1 = q / s1
+            if want1:
+                g = row * inv_std1
+                g_stats1[..., 3 * layer + 1] += _sum_to(g, std1.shape).squeeze(-1)
+            if want2:
+                g = col * inv_std2
+                g_stats2[..., 3 * layer + 1] += _sum_to(g, std2.shape).squeeze(-2)
             g_c = g_q.mul_(_outer(std1, std2, scratch)).mul_(q_dot)
             if Z is not None:
-                inv_sin = torch.where(sin > band, sin.reciprocal(), 0.0)
-                g_c.addcmul_(Z if w is None else _imul(Z, w), inv_sin, value=alpha)
-                g_ntk = g_ntk.mul_(q_dot) if own_ntk else g_ntk * q_dot
-                g_ntk = g_ntk if w is None else _imul(g_ntk, w)
-                own_ntk = True
+                inv_sin = torch.reciprocal(sin, out=scratch)
+                if symmetric:
+                    inv_sin.diagonal(dim1=-2, dim2=-1).fill_(0.0)
+                if not float(inv_sin.max()) < 1.0 / band:
+                    inv_sin.masked_fill_(~(sin > band), 0.0)
+                g_c.addcmul_(Z if w is None else Z.mul_(w), inv_sin, value=alpha)
+                if own_ntk:
+                    g_ntk = g_ntk.mul_(q_dot)
+                else:
+                    g_ntk, own_ntk = torch.mul(g_ntk, q_dot, out=matrix(shape, like)), True
+                if w is not None:
+                    g_ntk.mul_(w)
             # the clamp, the exact unit diagonal and the zero-variance pairs pass no gradient
-            g_c.masked_fill_(clipped, 0.0)
+            if clipped is not None:
+                g_c.masked_fill_(clipped, 0.0)
             if both_zero is not None:
                 g_c.masked_fill_(both_zero, 0.0)
             if symmetric:
                 g_c.diagonal(dim1=-2, dim2=-1).fill_(0.0)
             if want1 or want2:
                 # c = cov r1 r2: d/dr1 = c / r1
-                H = _product(g_c, c, scratch)
+                H = torch.mul(g_c, c, out=product)
                 if want1:
-                    g = H.sum(-1, keepdim=True) * _reciprocal_or_zero(rstd1)
+                    g = H.sum(-1, keepdim=True) * inv_rstd1
                     g_stats1[..., 3 * layer + 2] += _sum_to(g, rstd1.shape).squeeze(-1)
                 if want2:
-                    g = H.sum(-2, keepdim=True) * _reciprocal_or_zero(rstd2)
+                    g = H.sum(-2, keepdim=True) * inv_rstd2
                     g_stats2[..., 3 * layer + 2] += _sum_to(g, rstd2.shape).squeeze(-2)
             g_cov = g_c.mul_(_outer(rstd1, rstd2, scratch))
             own_cov = True
@@ -299,7 +352,7 @@ class _ReLUFamilyBlock(torch.autograd.Function):
             if theta is not None:
                 g_theta = _sum_to(g_ntk, theta.shape) if needs[3] else None
             else:
-                g_cov = _iadd(g_cov, g_ntk)
+                g_cov = g_cov.add_(g_ntk)
         g_cov = _sum_to(g_cov, cov0.shape) if needs[0] else None
         return (None, None, g_cov, g_stats1, g_stats2, g_theta, *g_values)
 
