@@ -8,9 +8,10 @@ within one process (each repeat runs every surrogate once, so that load from oth
 affects them alike), and prints medians and ratios to BoTorch's default ``SingleTaskGP``:
 
 * ``rbf``: ``SingleTaskGP(X, Y)`` (BoTorch's default kernel and priors);
-* ``ntk-unit``: ``SingleTaskGP`` with ``ScaleKernel(UnitVarianceKernel(NTKKernel(depth=3,
-  relu, ard_num_dims=d)))``, a depth-3 ReLU NTK with per-feature first-layer weight variances,
-  rescaled to unit prior variance.
+* ``default``: :func:`gp_ntk.bo.make_bo_model`'s default, ``ScaleKernel(UnitVarianceKernel(
+  NTKKernel(depth=3, relu, ard_num_dims=d)))`` with its priors and ``CenteredNormalize``, a
+  depth-3 ReLU NTK with per-feature first-layer weight variances, rescaled to unit prior variance;
+* ``ntk-unit``: the same kernel without priors, floors or input centring.
 
 Usage::
 
@@ -53,7 +54,14 @@ def _ntk_unit(x, y):
     return SingleTaskGP(x, y, covar_module=kernel, outcome_transform=Standardize(1))
 
 
-SURROGATES = {"rbf": _rbf, "ntk-unit": _ntk_unit}
+def _default(x, y):
+    from gp_ntk.bo import make_bo_model
+
+    bounds = torch.stack([torch.zeros(x.shape[-1]), torch.ones(x.shape[-1])]).to(x)
+    return make_bo_model(x, y, bounds)
+
+
+SURROGATES = {"rbf": _rbf, "default": _default, "ntk-unit": _ntk_unit}
 
 
 def _problem(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
