@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import torch
 from torch.func import functional_call
 
@@ -76,3 +80,15 @@ def break_compiler(monkeypatch) -> None:
 
     monkeypatch.setattr(compile_module, "_compiled_block_outputs", broken)
     monkeypatch.setattr(gp_ntk.settings.compile_kernels, "_broken", False)
+
+
+# a Python with neural-tangents (JAX) installed; the comparison tests skip without one
+NT_PYTHON = Path(os.environ.get("GP_NTK_NT_PYTHON", "python-with-neural-tangents"))
+
+
+def neural_tangents_available() -> bool:
+    """Whether ``NT_PYTHON`` exists and imports neural_tangents."""
+    if not NT_PYTHON.exists():
+        return False
+    probe = subprocess.run([str(NT_PYTHON), "-c", "import neural_tangents"], capture_output=True, timeout=300)
+    return probe.returncode == 0

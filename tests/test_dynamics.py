@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import NT_PYTHON, neural_tangents_available
 from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 
 import gp_ntk
@@ -20,7 +21,6 @@ from gp_ntk import dynamics
 DTYPE = torch.float64
 # a Python that has JAX and neural-tangents (not a dependency of gp_ntk); the comparison is
 # skipped without one
-NT_PYTHON = Path(os.environ.get("GP_NTK_NT_PYTHON", "python-with-neural-tangents"))
 
 
 def make_kernel(depth: int = 2, activation: str = "relu") -> gp_ntk.NTKKernel:
@@ -334,16 +334,9 @@ print(json.dumps(out))
 """
 
 
-def _neural_tangents_available() -> bool:
-    if not NT_PYTHON.exists():
-        return False
-    probe = subprocess.run([str(NT_PYTHON), "-c", "import neural_tangents"], capture_output=True, timeout=300)
-    return probe.returncode == 0
-
-
 @pytest.mark.slow
 def test_agrees_with_neural_tangents(tmp_path):
-    if not _neural_tangents_available():
+    if not neural_tangents_available():
         pytest.skip(f"neural_tangents not importable by {NT_PYTHON}")
     kernel = make_kernel(depth=3, activation="erf")
     x, y, xs = make_data(n=8, m=5, d=3, k=2, seed=4)

@@ -15,12 +15,11 @@ import math
 import os
 import pickle
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _helpers import kernel_function
+from _helpers import NT_PYTHON, kernel_function, neural_tangents_available
 from torch.func import functional_call, jacrev
 
 import gp_ntk
@@ -28,7 +27,6 @@ from gp_ntk.activations import ACTIVATIONS, ArcCos, Numerical
 from gp_ntk.kernels.grad import gradient_kernel_by_autograd
 
 DTYPE = torch.float64
-NT_PYTHON = Path(os.environ.get("GP_NTK_NT_PYTHON", "python-with-neural-tangents"))
 
 
 def _activations() -> dict:
@@ -473,20 +471,13 @@ print(json.dumps(out))
 """
 
 
-def _neural_tangents_available() -> bool:
-    if not NT_PYTHON.exists():
-        return False
-    probe = subprocess.run([str(NT_PYTHON), "-c", "import neural_tangents"], capture_output=True, timeout=300)
-    return probe.returncode == 0
-
-
 @pytest.mark.slow
 def test_agrees_with_neural_tangents():
     """``stax.serial(Dense(1, W_std, b_std), Erf())`` and a depth-2 ReLU network without read-out.
 
     Measured max difference relative to the largest value: see the printed table (2e-15 or less).
     """
-    if not _neural_tangents_available():
+    if not neural_tangents_available():
         pytest.skip(f"neural_tangents not importable by {NT_PYTHON}")
     x1, x2 = _points(6, d=4), _points(5, d=4, seed=1)
     cases = [

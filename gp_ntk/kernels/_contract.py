@@ -57,18 +57,6 @@ def reset_uncentred_warning() -> None:
     _uncentred_warned = False
 
 
-# the warning points at the first frame outside these: the user's line that built or fitted the model
-_LIBRARY_PACKAGES = frozenset({"gp_ntk", "gpytorch", "linear_operator", "botorch", "torch"})
-
-
-def _user_stacklevel() -> int:
-    """``stacklevel`` for a warning issued by this module's caller that names the user's frame."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARY_PACKAGES:
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def warn_if_uncentred(kernel: torch.nn.Module, x1: Tensor, x2: Tensor) -> bool:
     r"""Warn, once per process, when a kernel's training inputs all lie in :math:`[0, 1]^d`.
 
