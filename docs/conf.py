@@ -45,8 +45,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Tensor|Module|Kernel|Prior|Interval|Positive|LinearOperator|Model|Posterior)"),
     (r"py:.*", r"(optional|callable|Callable|Sequence|Mapping|Iterable|Any|Literal)"),
     (r"py:class", r"(int|float|str|bool|dict|list|tuple|type|object|None|Exception)"),
-    # private bases shown by show-inheritance
-    (r"py:class", r"gp_ntk\..*\._\w+"),
+    # private bases (or bases in private modules) shown by show-inheritance
+    (r"py:class", r"gp_ntk(\.\w+)*\._\w+(\.\w+)*"),
     (r"py:class", r"nn\.Module"),
 ]
 
