@@ -440,6 +440,10 @@ def main(argv: list[str] | None = None) -> list[Result]:
             note=note,
         )
 
+    def fit_on_features(kernel, fit_extra=0.0, fit_peak=0.0):
+        # every feature method: the same data, scales and options
+        return feature_gp(kernel, scale, noise, x_train, y_train, x_test, y_test, args, fit_extra, fit_peak)
+
     exact_mean = None
     if args.exact:
         result, exact_mean = exact_gp(base, scale, noise, x_train, y_train, x_test, y_test, args, log)
@@ -447,7 +451,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
 
     for size in parse_sizes(args.features):
         kernel = gp_ntk.RandomFeatureKernel(base, num_features=size, in_features=args.dim, seed=args.seed)
-        out = feature_gp(kernel, scale, noise, x_train, y_train, x_test, y_test, args)
+        out = fit_on_features(kernel)
         result = scored("random features", kernel.num_outputs, *out)
         if args.own_scales:
             result.extra["own_evidence_fit"] = args.own_results[-1]
@@ -465,18 +469,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
             truncated = copy.copy(modes)
             truncated.eigenvalues, truncated.vectors = modes.eigenvalues[:size], modes.vectors[:, :size]
             kernel = EigenmodeFeatures(truncated)
-            out = feature_gp(
-                kernel,
-                scale,
-                noise,
-                x_train,
-                y_train,
-                x_test,
-                y_test,
-                args,
-                eigh_seconds,
-                memory.extra_bytes / 2**20,
-            )
+            out = fit_on_features(kernel, eigh_seconds, memory.extra_bytes / 2**20)
             note = f"dense eigh on {args.eigenmodes_points} points {eigh_seconds:.0f} s of the fit"
             result = scored("top-k eigenfunctions (dense eigh)", size, *out, note=note)
             if args.own_scales:
@@ -495,18 +488,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
             )
             nef_seconds = time.perf_counter() - start
         kernel = nef.as_kernel()
-        out = feature_gp(
-            kernel,
-            scale,
-            noise,
-            x_train,
-            y_train,
-            x_test,
-            y_test,
-            args,
-            nef_seconds,
-            memory.extra_bytes / 2**20,
-        )
+        out = fit_on_features(kernel, nef_seconds, memory.extra_bytes / 2**20)
         with torch.no_grad():
             mean_diagonal = base(x_train[:2000], diag=True).mean()
             captured = float(kernel.eigenvalues.sum() / mean_diagonal)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gpytorch.constraints import Interval
-from gpytorch.priors import Prior
-
 from ..activations import ArcCos
 from ._contract import as_integer
 from ._single_layer import SingleLayerKernel
@@ -47,6 +44,8 @@ class ArcCosineKernel(SingleLayerKernel):
             value per input feature (the kernel then has ``input_weight_variance`` only).
         bias_variance: :math:`\sigma_b^2 \ge 0`; 0 disables the bias (no parameter).
         ard_num_dims: one weight variance per input feature (stored as ``input_weight_variance``).
+        **kwargs: ``weight_variance_prior``, ``bias_variance_prior``, ``weight_variance_constraint``,
+            ``bias_variance_constraint`` and GPyTorch's ``Kernel`` arguments.
 
     Example:
         >>> import torch, gp_ntk
@@ -64,24 +63,11 @@ class ArcCosineKernel(SingleLayerKernel):
         weight_variance: float | Sequence[float] = 1.0,
         bias_variance: float = 1.0,
         ard_num_dims: int | None = None,
-        weight_variance_prior: Prior | None = None,
-        bias_variance_prior: Prior | None = None,
-        weight_variance_constraint: Interval | None = None,
-        bias_variance_constraint: Interval | None = None,
         **kwargs,
     ) -> None:
         activation = ArcCos(order)  # validates order
         num_layers = as_integer(num_layers, "num_layers must be an integer >= 1")
-        super().__init__(
-            weight_variance,
-            bias_variance,
-            ard_num_dims,
-            weight_variance_prior,
-            bias_variance_prior,
-            weight_variance_constraint,
-            bias_variance_constraint,
-            **kwargs,
-        )
+        super().__init__(weight_variance, bias_variance, ard_num_dims, **kwargs)
         self.order = activation.order
         self.num_layers = num_layers
         self.activation = activation

@@ -2,11 +2,6 @@ r"""Williams' arcsine kernel: the covariance of an infinite erf network (William
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from gpytorch.constraints import Interval
-from gpytorch.priors import Prior
-
 from ..activations import Erf
 from ._single_layer import SingleLayerKernel
 
@@ -33,6 +28,8 @@ class ErfKernel(SingleLayerKernel):
             value per input feature (the kernel then has ``input_weight_variance`` only).
         bias_variance: :math:`\sigma_b^2 \ge 0` (0 drops the prepended 1 and its parameter).
         ard_num_dims: one weight variance per input feature (``input_weight_variance``).
+        **kwargs: ``weight_variance_prior``, ``bias_variance_prior``, ``weight_variance_constraint``,
+            ``bias_variance_constraint`` and GPyTorch's ``Kernel`` arguments.
 
     Example:
         >>> import torch, gp_ntk
@@ -43,28 +40,7 @@ class ErfKernel(SingleLayerKernel):
     .. [Williams1996] C. K. I. Williams. Computing with Infinite Networks. NeurIPS 1996.
     """
 
-    def __init__(
-        self,
-        weight_variance: float | Sequence[float] = 1.0,
-        bias_variance: float = 1.0,
-        ard_num_dims: int | None = None,
-        weight_variance_prior: Prior | None = None,
-        bias_variance_prior: Prior | None = None,
-        weight_variance_constraint: Interval | None = None,
-        bias_variance_constraint: Interval | None = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            weight_variance,
-            bias_variance,
-            ard_num_dims,
-            weight_variance_prior,
-            bias_variance_prior,
-            weight_variance_constraint,
-            bias_variance_constraint,
-            **kwargs,
-        )
-        self.activation = Erf()
+    activation = Erf()
 
     def _recursion_layers(self, like, diag, variances):
         # the kernel is the activation's dual of the first layer's covariances itself
