@@ -416,3 +416,41 @@ def test_cross_evaluated_equal_points_match_the_diagonal(name, dtype):
     x = torch.randn(40, 1, generator=torch.Generator().manual_seed(8)).to(dtype)
     cross = kernel(x, x.clone()).to_dense().diagonal()
     torch.testing.assert_close(cross, kernel(x, diag=True), rtol=4 * torch.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_matrix_and_variances_is_the_matrix_and_both_diagonals(name):
+    kernel = KERNELS[name](0.2).to(torch.float64)
+    generator = torch.Generator().manual_seed(9)
+    x1 = torch.randn(2, 7, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(5, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    matrix, variance1, variance2 = kernel.matrix_and_variances(x1, x2)
+    tol = {"rtol": 1e-12, "atol": 1e-14}
+    torch.testing.assert_close(matrix, kernel(x1, x2).to_dense(), **tol)
+    torch.testing.assert_close(variance1, kernel(x1, diag=True), **tol)
+    torch.testing.assert_close(variance2, kernel(x2, diag=True), **tol)
+    # gradients as from the three calls
+    weights = torch.linspace(0.5, 1.5, matrix.numel(), dtype=torch.float64).view_as(matrix)
+    one_pass = (matrix * weights).sum() + variance1.sum() + 2 * variance2.sum()
+    three = (kernel(x1, x2).to_dense() * weights).sum() + kernel(x1, diag=True).sum()
+    three = three + 2 * kernel(x2, diag=True).sum()
+    inputs = [x1, x2, *kernel.parameters()]
+    for got, want in zip(torch.autograd.grad(one_pass, inputs), torch.autograd.grad(three, inputs)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # the same tensor twice: one diagonal, the symmetric matrix
+    matrix, variance1, variance2 = kernel.matrix_and_variances(x2, x2)
+    assert variance1 is variance2
+    torch.testing.assert_close(matrix, matrix.T, rtol=0, atol=0)
+
+
+def test_matrix_and_variances_declines_where_the_kernel_call_differs():
+    x1, x2 = torch.randn(6, 3), torch.randn(4, 3)
+    assert gp_ntk.NTKKernel(2, active_dims=[0, 1]).matrix_and_variances(x1, x2) is None
+    kernel = gp_ntk.NTKKernel(2)
+    with gp_ntk.settings.lazy_evaluation("always"):
+        assert kernel.matrix_and_variances(x1, x2) is None
+    with gp_ntk.settings.block_evaluation(min_elements=0):
+        assert kernel.matrix_and_variances(x1, x2) is None
+    assert kernel.matrix_and_variances(x1, x2) is not None
+    with pytest.raises(ValueError, match="x2"):
+        kernel.matrix_and_variances(x1, torch.randn(4, 5))

@@ -54,3 +54,29 @@ def test_unit_variance_kernel_diag_of_distinct_points_is_their_correlation() -> 
     assert bool((diagonal < 1 - 1e-3).all())  # distinct points are not fully correlated
     # equal points, also as separate tensors, have correlation exactly 1
     assert torch.equal(kernel(X, X.clone(), diag=True), torch.ones(6, dtype=DTYPE))
+
+
+def test_unit_variance_kernel_one_pass_equals_three_kernel_calls() -> None:
+    # gp_ntk bases supply matrix and variances together; any other GPyTorch kernel takes three calls
+    import gpytorch
+
+    generator = torch.Generator().manual_seed(2)
+    X = torch.rand(9, 4, generator=generator, dtype=DTYPE) * 2 - 1
+    Z = (torch.rand(3, 5, 4, generator=generator, dtype=DTYPE) * 2 - 1).requires_grad_(True)
+    kernel = UnitVarianceKernel(gp_ntk.NTKKernel(depth=3, bias_variance=0.1)).to(DTYPE)
+    one_pass = kernel(Z, X).to_dense()
+    base_kernel = kernel.base_kernel
+    three = (
+        base_kernel(Z, X).to_dense()
+        / (base_kernel(Z, diag=True).unsqueeze(-1) * base_kernel(X, diag=True).unsqueeze(-2)).sqrt()
+    )
+    torch.testing.assert_close(one_pass, three, rtol=1e-12, atol=1e-14)
+    (grad_one,) = torch.autograd.grad(one_pass.sum(), Z)
+    (grad_three,) = torch.autograd.grad(three.sum(), Z)
+    torch.testing.assert_close(grad_one, grad_three, rtol=1e-10, atol=1e-12)
+    with gp_ntk.settings.block_evaluation(min_elements=0):
+        torch.testing.assert_close(kernel(Z, X).to_dense(), three.detach(), rtol=1e-12, atol=1e-14)
+    rbf = UnitVarianceKernel(gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())).to(DTYPE)
+    torch.testing.assert_close(
+        rbf(Z, X).to_dense(), rbf.base_kernel.base_kernel(Z, X).to_dense(), rtol=1e-12, atol=1e-14
+    )

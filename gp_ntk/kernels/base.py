@@ -689,6 +689,12 @@ class VarianceKernel(Kernel):
         # are one computation
         side1 = self._side(x1, variances)
         side2 = side1 if x1 is x2 else self._side(x2, variances)
+        return self._pair_diagonal(side1, side2, compute_ntk, variances)
+
+    def _pair_diagonal(
+        self, side1: Side, side2: Side, compute_ntk: bool, variances: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(nngp, ntk)`` of the pairs of rows of two sides (``side1 is side2``: each point with itself)."""
         x1, x2 = side1.points, side2.points
         if side1 is side2:
             var1 = cov = var2 = side1.stats[..., 0]
@@ -748,6 +754,45 @@ class VarianceKernel(Kernel):
             )
         (result,) = self._dense(x1, x2, variances, "kernel")
         return self._checked_output(result, (x1, x2, variances))
+
+    def matrix_and_variances(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        r"""``k(x1, x2)`` with the variances ``k(x1, x1)`` and ``k(x2, x2)`` of its rows and columns, in one pass.
+
+        The per-point statistics that the matrix needs already determine each point's variance, so
+        the two diagonals cost O(n) on top of the matrix instead of two more kernel calls
+        (:class:`~gp_ntk.kernels.UnitVarianceKernel` divides by them). The values are those of
+        ``k(x1, x2)``, ``k(x1, diag=True)`` and ``k(x2, diag=True)``, dense. ``None`` where the matrix
+        would be evaluated lazily or in row blocks (large inputs), or where the kernel selects
+        ``active_dims``: call the kernel instead.
+
+        Args:
+            x1: ``(..., n, d)`` inputs.
+            x2: ``(..., m, d)`` inputs (``x2 is x1``: the symmetric matrix and one diagonal).
+        """
+        if self.active_dims is not None:
+            return None
+        self._check_inputs(x1, x2, False, False)
+        batch = (
+            x1.shape[:-2]
+            if x1.shape[:-2] == x2.shape[:-2]
+            else torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+        )
+        num_elements = x1.shape[-2] * x2.shape[-2] * max(1, batch.numel())
+        if settings.lazy_evaluation.applies(x1.shape[-2], x2.shape[-2]) or settings.block_evaluation.applies(
+            num_elements
+        ):
+            return None
+        warn_if_uncentred(self, x1, x2)
+        variances = self._variances()
+        side1 = self._side(x1, variances)
+        side2 = side1 if x1 is x2 else self._side(x2, variances)
+        (matrix,) = self._block(side1, side2, "kernel", variances)
+        diagonals = []
+        for side, x in ((side1, x1), (side2, x2)) if side2 is not side1 else ((side1, x1),):
+            nngp, ntk = self._pair_diagonal(side, side, self._returns_ntk, variances)
+            diagonals.append(self._checked_output(ntk if self._returns_ntk else nngp, (x, x, variances)))
+        matrix = self._checked_output(matrix, (x1, x2, variances))
+        return matrix, diagonals[0], diagonals[-1]
 
     def nngp_and_ntk(
         self,

@@ -27,8 +27,10 @@ class UnitVarianceKernel(Kernel):
     the variance out leaves only the angular structure.
 
     For ``k(X, X)`` the variances are read off the matrix's own diagonal, so the diagonal is
-    exactly 1 and the matrix exactly symmetric when the base kernel's is (gp_ntk's are). The
-    matrix is evaluated densely (BO-sized data). The base kernel must have a positive diagonal, which
+    exactly 1 and the matrix exactly symmetric when the base kernel's is (gp_ntk's are). For
+    ``k(X1, X2)`` a gp_ntk base kernel supplies the matrix and both variances from one pass
+    (:meth:`~gp_ntk.kernels.base.VarianceKernel.matrix_and_variances`); any other kernel is called
+    three times. The matrix is evaluated densely (BO-sized data). The base kernel must have a positive diagonal, which
     any gp_ntk kernel with ``bias_variance > 0`` has; exact zeros are kept as zero rows.
 
     Args:
@@ -59,12 +61,19 @@ class UnitVarianceKernel(Kernel):
             covariance = self.base_kernel(x1, x2, diag=True)
             variance2 = self.base_kernel(x2, diag=True)
             return covariance / (variance1 * variance2).clamp_min(torch.finfo(covariance.dtype).tiny).sqrt()
-        covariance = self.base_kernel(x1, x2).to_dense()
-        if x1 is x2:
-            variance1 = variance2 = covariance.diagonal(dim1=-2, dim2=-1)
+        one_pass = getattr(self.base_kernel, "matrix_and_variances", None)
+        parts = None if one_pass is None or x1 is x2 else one_pass(x1, x2)
+        if parts is not None:
+            # gp_ntk's kernels: the variances come from the statistics the matrix is computed
+            # from, one kernel pass instead of three
+            covariance, variance1, variance2 = parts
         else:
-            variance1 = self.base_kernel(x1, diag=True)
-            variance2 = self.base_kernel(x2, diag=True)
+            covariance = self.base_kernel(x1, x2).to_dense()
+            if x1 is x2:
+                variance1 = variance2 = covariance.diagonal(dim1=-2, dim2=-1)
+            else:
+                variance1 = self.base_kernel(x1, diag=True)
+                variance2 = self.base_kernel(x2, diag=True)
         # sqrt of the product: v_i v_j = v_j v_i and sqrt(v_i v_i) = v_i exactly in IEEE arithmetic,
         # so a symmetric base matrix stays exactly symmetric with an exactly unit diagonal
         product = variance1.unsqueeze(-1) * variance2.unsqueeze(-2)
