@@ -68,3 +68,70 @@ def test_fit_bo_model_restores_the_initial_state_after_any_error() -> None:
     for key, value in model.state_dict().items():
         assert torch.equal(value, initial[key]), key
     assert model.training
+
+
+def _fit_counting(model) -> tuple[int, float]:
+    """Marginal-likelihood evaluations of one fit and the MLL it reaches (per point)."""
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    calls = {"n": 0}
+
+    def counting_fit(mll, **kwargs):
+        forward = mll.forward
+
+        def counted(*args, **kw):
+            calls["n"] += 1
+            return forward(*args, **kw)
+
+        mll.forward = counted
+        return fit_gpytorch_mll(mll, **kwargs)
+
+    assert bo.fit_bo_model(model, fit=counting_fit).succeeded
+    model.train()
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    with torch.no_grad():
+        value = float(mll(model(*model.train_inputs), model.train_targets))
+    model.eval()
+    return calls["n"], value
+
+
+def test_warm_start_copies_the_fitted_hyperparameters_and_shortens_the_next_fit() -> None:
+    X, Y = _data(n=24, d=4, seed=3)
+    bounds = _unit_bounds(4)
+    previous = bo.make_bo_model(X[:20], Y[:20], bounds)
+    bo.fit_bo_model(previous)
+    cold = bo.make_bo_model(X, Y, bounds)
+    warm = bo.make_bo_model(X, Y, bounds)
+    copied = bo.warm_start(warm, previous)
+    assert copied == len(list(warm.parameters()))
+    for (name, value), (_, fitted) in zip(warm.named_parameters(), previous.named_parameters()):
+        assert torch.equal(value, fitted), name
+    # the outcome transform's statistics are the new data's, not copied
+    assert not torch.equal(warm.outcome_transform.means, previous.outcome_transform.means)
+    cold_calls, cold_mll = _fit_counting(cold)
+    warm_calls, warm_mll = _fit_counting(warm)
+    assert warm_calls < cold_calls
+    assert warm_mll == pytest.approx(cold_mll, abs=1e-3)
+    assert bo.warm_start(cold, None) == 0
+    with pytest.raises(ValueError, match="previous must be torch modules"):
+        bo.warm_start(cold, "model")
+
+
+def test_warm_start_skips_parameters_it_cannot_match_and_non_finite_sources() -> None:
+    X, Y = _data(n=12, d=3, seed=4)
+    previous = bo.make_bo_model(X, Y, _unit_bounds(3))
+    other = bo.make_bo_model(X[:, :2], Y, _unit_bounds(2))  # ARD of another width
+    before = {name: value.detach().clone() for name, value in other.named_parameters()}
+    copied = bo.warm_start(other, previous)
+    shapes_differ = [
+        n for n, v in other.named_parameters() if dict(previous.named_parameters())[n].shape != v.shape
+    ]
+    assert shapes_differ and copied == len(before) - len(shapes_differ)
+    for name in shapes_differ:
+        assert torch.equal(dict(other.named_parameters())[name], before[name])
+    with torch.no_grad():
+        next(previous.parameters()).fill_(float("nan"))
+    fresh = bo.make_bo_model(X, Y, _unit_bounds(3))
+    start = {name: value.detach().clone() for name, value in fresh.named_parameters()}
+    assert bo.warm_start(fresh, previous) == 0
+    assert all(torch.equal(value, start[name]) for name, value in fresh.named_parameters())

@@ -379,3 +379,26 @@ def test_corner_diagnostic_counts_boundary_proposals() -> None:
     shares = [float(cell.strip().rstrip("%")) for cell in row.split("|")[2:4]]
     assert all(0 <= share <= 100 for share in shares)
     assert shares[1] <= shares[0]  # a corner has every coordinate on the boundary
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_run_bo_starts_each_fit_where_the_last_one_ended(monkeypatch, warm) -> None:
+    entries, fitted = [], []
+    real_fit = bo.fitting.fit_bo_model
+
+    def recording_fit(model, **kwargs):
+        entries.append({n: v.detach().clone() for n, v in model.named_parameters()})
+        report = real_fit(model, **kwargs)
+        fitted.append({n: v.detach().clone() for n, v in model.named_parameters()})
+        return report
+
+    monkeypatch.setattr(bo.loop, "fit_bo_model", recording_fit)
+    problem = _branin()
+    bo.run_bo(problem, problem.bounds.to(DTYPE), 8, num_initial=5, warm_start=warm, **SMALL)
+    assert len(entries) == 3
+    initial = {n: v.detach() for n, v in bo.make_bo_model(*_data(5, 2), _unit_bounds(2)).named_parameters()}
+    for entry, last in zip(entries[1:], fitted[:-1]):
+        expected = last if warm else initial
+        assert all(torch.equal(entry[name], expected[name]) for name in entry)
+    with pytest.raises(ValueError, match="warm_start must be True or False"):
+        bo.run_bo(problem, problem.bounds.to(DTYPE), 8, warm_start="yes", **SMALL)

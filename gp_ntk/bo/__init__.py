@@ -24,7 +24,8 @@ This module adds what that line leaves to the user:
   per process when a network kernel's training inputs all lie in :math:`[0, 1]^d`, as with
   BoTorch's ``Normalize``.
 * :func:`~gp_ntk.bo.fit_bo_model` (:mod:`gp_ntk.bo.fitting`): BoTorch's ``fit_gpytorch_mll``, retried
-  from the initial hyperparameters with 100x more Cholesky jitter when it fails.
+  from the initial hyperparameters with 100x more Cholesky jitter when it fails, and
+  :func:`~gp_ntk.bo.warm_start`, which starts a new fit at the previous one's hyperparameters.
 * :func:`~gp_ntk.bo.run_bo` (:mod:`gp_ntk.bo.loop`): a complete, fault-tolerant BO loop (Sobol initial design, fit, acquisition
   optimisation, evaluation) that reports and recovers from NaN objective values, candidates
   outside the bounds or repeating earlier ones, failed fits and failed acquisition
@@ -64,7 +65,7 @@ from ..kernels import UncentredInputWarning, UnitVarianceKernel
 from ..validation import check_bounds
 from . import ensemble, fitting, gradient, loop, models, pathwise, priors, transforms
 from .ensemble import TrainedEnsembleModel, fit_nngp_variances
-from .fitting import FitReport, fit_bo_model
+from .fitting import FitReport, fit_bo_model, warm_start
 from .gradient import GradientEnhancedGP
 from .loop import EVENT_KINDS, BOError, BOEvent, BOResult, run_bo
 from .models import BO_KERNEL_NAMES, bo_kernel, make_bo_model
@@ -96,4 +97,5 @@ __all__ = [
     "priors",
     "run_bo",
     "transforms",
+    "warm_start",
 ]

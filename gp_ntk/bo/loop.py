@@ -27,7 +27,7 @@ from torch.quasirandom import SobolEngine
 
 from ..fitting import wants_progress
 from ..validation import check_bounds, check_int, check_number, check_tensor
-from .fitting import NUMERICAL_FAILURES, fit_bo_model
+from .fitting import NUMERICAL_FAILURES, fit_bo_model, warm_start
 from .models import BO_KERNEL_NAMES, make_bo_model
 
 __all__ = ["EVENT_KINDS", "AcquisitionFactory", "BOError", "BOEvent", "BOResult", "ModelFactory", "run_bo"]
@@ -165,7 +165,7 @@ def _upper_confidence_bound(
 class _Loop:
     """State of one :func:`~gp_ntk.bo.run_bo` run; the public function only checks and wires arguments."""
 
-    def __init__(self, objective, bounds, generator, duplicate_tolerance, progress_bar) -> None:
+    def __init__(self, objective, bounds, generator, duplicate_tolerance, progress_bar, warm_start) -> None:
         self.objective = objective
         self.bounds = bounds
         self.width = bounds[1] - bounds[0]
@@ -178,6 +178,8 @@ class _Loop:
         self.events: list[BOEvent] = []
         self.current_iteration = 0
         self.pending: Tensor | None = None
+        self.warm_start = warm_start
+        self.fitted_model: Model | None = None  # the last fit that succeeded
 
     def report(self, iteration: int, kind: str, message: str) -> None:
         self.events.append(BOEvent(iteration, kind, message))
@@ -287,6 +289,7 @@ def run_bo(
     raw_samples: int = 512,
     ucb_beta: float = 2.0,
     max_fit_attempts: int = 3,
+    warm_start: bool = True,
     duplicate_tolerance: float = 1e-6,
     seed: int = 0,
     progress: bool | None = None,
@@ -337,6 +340,10 @@ def run_bo(
         initial_X: explicit initial design (``n x d``, inside the bounds); overrides ``num_initial``.
         num_restarts, raw_samples: ``optimize_acqf``'s multi-start settings.
         max_fit_attempts: see :func:`~gp_ntk.bo.fit_bo_model`.
+        warm_start: start each fit at the hyperparameters of the last successful one
+            (:func:`~gp_ntk.bo.warm_start`), instead of the surrogate's initial values: fewer
+            optimiser iterations per fit. A fit that fails is retried from the warm start,
+            then the next iteration starts from the last fit that succeeded.
         duplicate_tolerance: repeat threshold, as a fraction of the box width.
         seed: seeds the initial design, the random fallbacks and BoTorch's MC samplers.
         progress: show a tqdm progress bar with the best value so far; default: when standard
@@ -357,6 +364,8 @@ def run_bo(
         check_int(value, name)
     check_number(ucb_beta, "ucb_beta", minimum=0, strict_minimum=True)
     check_number(duplicate_tolerance, "duplicate_tolerance", minimum=0, maximum=1, strict_maximum=True)
+    if not isinstance(warm_start, bool):
+        raise ValueError(f"warm_start must be True or False, got {warm_start!r}")
     factory = _model_factory(surrogate)
     make_acquisition = _acquisition_factory(acquisition, ucb_beta)
     if initial_X is not None:
@@ -388,7 +397,7 @@ def run_bo(
             dynamic_ncols=True,
             leave=False,
         )
-    loop = _Loop(objective, bounds, generator, float(duplicate_tolerance), bar)
+    loop = _Loop(objective, bounds, generator, float(duplicate_tolerance), bar, warm_start)
     fit_seconds: list[float] = []
     acquisition_seconds: list[float] = []
     iteration_seconds: list[float] = []
@@ -466,6 +475,8 @@ def _propose(
     fit_start = time.perf_counter()
     try:
         model = factory(train_X, train_Y, loop.bounds)
+        if loop.warm_start:
+            warm_start(model, loop.fitted_model)
         report = fit_bo_model(model, max_attempts=max_fit_attempts)
     except NUMERICAL_FAILURES as error:
         loop.report(
@@ -488,6 +499,7 @@ def _propose(
             f"{report.attempts} fit attempts failed ({'; '.join(report.messages)}); random points",
         )
         return loop.random_points(q), fit_time, 0.0
+    loop.fitted_model = model
     acq_start = time.perf_counter()
     try:
         # BoTorch's MC base samples and random initial conditions come from torch's global
