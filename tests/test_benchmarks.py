@@ -187,3 +187,14 @@ def test_input_centre_shifts_both_arguments() -> None:
     torch.testing.assert_close(kernel(x, y).to_dense(), base(x - shift, y - shift).to_dense())
     matrix = kernel(x).to_dense()
     assert torch.equal(matrix, matrix.T)
+
+
+def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
+    results = _load("bo_step").main(
+        ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8"]
+    )
+    medians, ratios = results[8]["medians"], results[8]["ratios"]
+    assert set(medians) == {"rbf", "default", "ntk-unit", "default-warm", "rbf-warm"}
+    for name in ("rbf", "default", "default-warm", "rbf-warm"):
+        assert all(math.isfinite(value) and value > 0 for value in medians[name]), name
+    assert ratios["rbf"] == 1.0
