@@ -25,7 +25,13 @@ from gpytorch.priors import NormalPrior
 from torch import Tensor
 
 from gp_ntk.bo import bo_kernel, make_bo_model
-from gp_ntk.bo.priors import BIAS_PRIOR_SCALE, DEFAULT_WEIGHT_VARIANCE, MIN_VARIANCE, log_normal
+from gp_ntk.bo.priors import (
+    BIAS_PRIOR_SCALE,
+    DEFAULT_WEIGHT_VARIANCE,
+    MIN_VARIANCE,
+    log_normal,
+    weight_variance_mode,
+)
 
 __all__ = ["InputCentre", "make_offcentre_model", "offcentre_kernel", "previous_default"]
 
@@ -107,16 +113,23 @@ def offcentre_kernel(
     bias_mode: float | None = None,
     learn_centre: bool = False,
     centre_prior_scale: float = 0.5,
+    input_prior_scale: float | None = None,
     **options: Any,
 ) -> ScaleKernel:
     r"""``gp_ntk.bo.bo_kernel(kernel, num_dims, ...)``, optionally with a learnt centre inside the scale.
 
     ``bias_mode`` moves the bias variance's initial value and prior mode (same log-scale);
-    ``unit_variance`` is ``bo_kernel``'s ``normalize``; other options go to ``bo_kernel``.
+    ``unit_variance`` is ``bo_kernel``'s ``normalize``; ``input_prior_scale`` replaces the
+    log-scale of the per-feature first-layer weight variances' prior (same mode; the deeper
+    layers keep theirs); other options go to ``bo_kernel``.
     """
     if bias_mode is not None:
         options.update(bias_variance=bias_mode, bias_variance_prior=log_normal(bias_mode, BIAS_PRIOR_SCALE))
     scaled = bo_kernel(kernel, num_dims, normalize=unit_variance, **options)
+    if input_prior_scale is not None:
+        network = scaled.base_kernel.base_kernel if unit_variance else scaled.base_kernel
+        mode = weight_variance_mode(kernel, num_dims)
+        network._register_variance_prior(log_normal(mode, input_prior_scale), "input_weight_variance")
     if learn_centre:
         scaled.base_kernel = InputCentre(scaled.base_kernel, num_dims, prior_scale=centre_prior_scale)
     return scaled

@@ -250,6 +250,9 @@ def surrogates() -> dict[str, Callable | None]:
         "uv-ard-depth1": _candidate(kernel="nngp", depth=1),
         "plain-ard-centre": _candidate(kernel="nngp", unit_variance=False, bias_mode=0.1, learn_centre=True),
         "ntk-centre": _candidate(learn_centre=True),
+        "ntk-wide-2": _candidate(input_prior_scale=2.0),
+        "ntk-wide-3.5": _candidate(input_prior_scale=3.5),
+        "ntk-narrow-0.5": _candidate(input_prior_scale=0.5),
     }
 
 
@@ -276,6 +279,9 @@ WARM_STARTED = {"default"} | {
     "uv-ard-depth1",
     "plain-ard-centre",
     "ntk-centre",
+    "ntk-wide-2",
+    "ntk-wide-3.5",
+    "ntk-narrow-0.5",
 }
 
 

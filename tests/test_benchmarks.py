@@ -189,6 +189,27 @@ def test_input_centre_shifts_both_arguments() -> None:
     assert torch.equal(matrix, matrix.T)
 
 
+def test_input_prior_scale_replaces_only_the_first_layer_prior() -> None:
+    import math
+
+    import torch
+
+    _load("bo_offcentre")
+    import _bo_surrogates as prototypes
+
+    from gp_ntk.bo.priors import WEIGHT_PRIOR_SCALE
+
+    for unit_variance in (True, False):
+        scaled = prototypes.offcentre_kernel(4, input_prior_scale=2.5, unit_variance=unit_variance)
+        network = scaled.base_kernel.base_kernel if unit_variance else scaled.base_kernel
+        first, deeper = network.input_weight_variance_prior, network.weight_variance_prior
+        assert float(first.scale) == 2.5 and float(deeper.scale) == WEIGHT_PRIOR_SCALE
+        # same mode as the deeper layers' prior: exp(loc - scale^2)
+        assert math.isclose(math.exp(float(first.loc) - 2.5**2), math.exp(float(deeper.loc) - 1.0))
+        values = torch.linspace(0.5, 8.0, 16)
+        assert int(first.log_prob(values).argmax()) == int(deeper.log_prob(values).argmax())
+
+
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8"]
