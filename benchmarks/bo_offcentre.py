@@ -250,9 +250,12 @@ def surrogates() -> dict[str, Callable | None]:
         "uv-ard-depth1": _candidate(kernel="nngp", depth=1),
         "plain-ard-centre": _candidate(kernel="nngp", unit_variance=False, bias_mode=0.1, learn_centre=True),
         "ntk-centre": _candidate(learn_centre=True),
+        "ntk-centre-1": _candidate(learn_centre=True, centre_prior_scale=1.0),
         "ntk-wide-2": _candidate(input_prior_scale=2.0),
         "ntk-wide-3.5": _candidate(input_prior_scale=3.5),
         "ntk-narrow-0.5": _candidate(input_prior_scale=0.5),
+        "ntk-depth2": _candidate(depth=2),
+        "ntk-depth5": _candidate(depth=5),
     }
 
 
