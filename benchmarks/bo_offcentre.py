@@ -214,6 +214,38 @@ def _make_bo_model(**options):
     return factory
 
 
+def _noise_prior(kind: str, **options):
+    """``make_bo_model`` with another noise prior (noise >= 1e-4 as in BoTorch's default likelihood).
+
+    ``"gamma"``: BoTorch's earlier likelihood, Gamma(1.1, 0.05), nearly flat over [1e-4, 1];
+    ``"low"``: BoTorch's present LogNormal prior moved down by 3 in log space, LogNormal(-7, 1).
+    """
+
+    def factory(train_X, train_Y, bounds):
+        from botorch.models.utils.gpytorch_modules import (
+            MIN_INFERRED_NOISE_LEVEL,
+            get_gaussian_likelihood_with_gamma_prior,
+        )
+        from gpytorch.constraints import GreaterThan
+        from gpytorch.likelihoods import GaussianLikelihood
+        from gpytorch.priors import LogNormalPrior
+
+        from gp_ntk.bo import make_bo_model
+
+        if kind == "gamma":
+            likelihood = get_gaussian_likelihood_with_gamma_prior()
+        else:
+            likelihood = GaussianLikelihood(
+                noise_prior=LogNormalPrior(loc=-7.0, scale=1.0),
+                noise_constraint=GreaterThan(
+                    MIN_INFERRED_NOISE_LEVEL, initial_value=math.exp(-8.0)
+                ),  # the mode
+            )
+        return make_bo_model(train_X, train_Y, bounds, likelihood=likelihood.to(train_X), **options)
+
+    return factory
+
+
 def _candidate(**options):
     def factory(train_X, train_Y, bounds):
         return _bo_surrogates.make_offcentre_model(train_X, train_Y, bounds, **options)
@@ -256,6 +288,8 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-narrow-0.5": _candidate(input_prior_scale=0.5),
         "ntk-depth2": _candidate(depth=2),
         "ntk-depth5": _candidate(depth=5),
+        "ntk-gamma-noise": _noise_prior("gamma"),
+        "ntk-low-noise": _noise_prior("low"),
     }
 
 

@@ -356,6 +356,22 @@ def test_make_bo_model_takes_any_kernel_as_is() -> None:
     assert isinstance(model.input_transform, bo.CenteredNormalize)
 
 
+def test_make_bo_model_takes_a_likelihood_and_refuses_it_with_known_noise() -> None:
+    from gpytorch.likelihoods import GaussianLikelihood
+    from gpytorch.priors import GammaPrior
+
+    X, Y = _data(8, 2)
+    likelihood = GaussianLikelihood(noise_prior=GammaPrior(1.1, 0.05)).to(X)
+    model = bo.make_bo_model(X, Y, _unit_bounds(2), likelihood=likelihood)
+    assert model.likelihood is likelihood
+    assert bo.fit_bo_model(model).succeeded
+    assert torch.isfinite(model.posterior(torch.rand(3, 2, dtype=DTYPE)).variance).all()
+    with pytest.raises(ValueError, match="either train_Yvar .* or likelihood"):
+        bo.make_bo_model(X, Y, _unit_bounds(2), train_Yvar=torch.full_like(Y, 1e-3), likelihood=likelihood)
+    with pytest.raises(ValueError, match="likelihood must be a gpytorch Likelihood, got str"):
+        bo.make_bo_model(X, Y, _unit_bounds(2), likelihood="gaussian")
+
+
 def test_make_bo_model_refuses_bad_data_by_name() -> None:
     X, Y = _data(8, 2)
     bad_Y = Y.clone()

@@ -36,6 +36,7 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import OutcomeTransform, Standardize
 from gpytorch.kernels import Kernel, ScaleKernel
+from gpytorch.likelihoods import Likelihood
 from torch import Tensor
 
 from ..kernels import UnitVarianceKernel
@@ -184,6 +185,7 @@ def make_bo_model(
     normalize: bool = True,
     input_transform: InputTransform | None = None,
     outcome_transform: OutcomeTransform | None = None,
+    likelihood: Likelihood | None = None,
     **kernel_kwargs: Any,
 ) -> SingleTaskGP:
     r"""A BoTorch ``SingleTaskGP`` with a network kernel and the inputs centred for it.
@@ -211,8 +213,14 @@ def make_bo_model(
         depth, activation, ard, priors, normalize, kernel_kwargs: passed to :func:`~gp_ntk.bo.bo_kernel`.
         input_transform: replaces :class:`~gp_ntk.bo.CenteredNormalize`.
         outcome_transform: replaces ``Standardize(m)``.
+        likelihood: replaces BoTorch's default likelihood (inferred noise); not with ``train_Yvar``.
     """
     _check_training_data(train_X, train_Y)
+    if likelihood is not None:
+        if not isinstance(likelihood, Likelihood):
+            raise ValueError(f"likelihood must be a gpytorch Likelihood, got {type(likelihood).__name__}")
+        if train_Yvar is not None:
+            raise ValueError("pass either train_Yvar (a fixed-noise likelihood) or likelihood, not both")
     num_dims, num_outputs = train_X.shape[-1], train_Y.shape[-1]
     if bounds is not None:
         bounds = check_bounds(bounds, num_dims).to(train_X)
@@ -249,6 +257,7 @@ def make_bo_model(
         train_X,
         train_Y,
         train_Yvar=train_Yvar,
+        likelihood=likelihood,
         covar_module=covar_module,
         input_transform=input_transform,
         outcome_transform=outcome_transform,
