@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from botorch.models import SingleTaskGP
-from gpytorch.constraints import GreaterThan
+from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import Kernel, ScaleKernel
 from gpytorch.priors import NormalPrior
 from torch import Tensor
@@ -33,7 +33,7 @@ from gp_ntk.bo.priors import (
     weight_variance_mode,
 )
 
-__all__ = ["InputCentre", "make_offcentre_model", "offcentre_kernel", "previous_default"]
+__all__ = ["InputCentre", "NNGPNTKMixture", "make_offcentre_model", "offcentre_kernel", "previous_default"]
 
 # the priors of make_bo_model's previous default, for its comparison column
 _PREVIOUS_BIAS_VARIANCE = 0.1
@@ -105,6 +105,65 @@ class InputCentre(Kernel):
         return self.base_kernel.forward(shifted1, shifted2, diag=diag, **params)
 
 
+class NNGPNTKMixture(Kernel):
+    r"""A learnt mixture of a network's NNGP and NTK correlations: one recursion, one more parameter.
+
+    .. math::
+        k(x, y) = (1 - \rho)\,\frac{\Theta(x, y)}{\sqrt{\Theta(x, x)\Theta(y, y)}}
+            + \rho\,\frac{\Sigma(x, y)}{\sqrt{\Sigma(x, x)\Sigma(y, y)}},
+        \qquad \rho \in (0, 1),
+
+    with :math:`\Sigma` and :math:`\Theta` the NNGP and NTK of ``network`` from one pass
+    (:meth:`~gp_ntk.kernels.base.VarianceKernel.nngp_and_ntk`). Both terms have unit variance, so
+    the mixture has too; :math:`\rho` (``nngp_share``, no prior) lets the evidence choose between
+    the NTK's roughness where inputs coincide and the NNGP's smoothness.
+
+    Args:
+        network: a gp_ntk deep network kernel (``NTKKernel`` or ``NNGPKernel``) with a positive bias.
+        nngp_share: initial :math:`\rho`.
+    """
+
+    has_lengthscale = False
+
+    def __init__(self, network: Kernel, nngp_share: float = 0.2, **kwargs: Any):
+        if not hasattr(network, "nngp_and_ntk"):
+            raise ValueError(f"network must be a gp_ntk network kernel, got {type(network).__name__}")
+        if not (isinstance(nngp_share, float) and 0.0 < nngp_share < 1.0):
+            raise ValueError(f"nngp_share must be a float in (0, 1), got {nngp_share!r}")
+        kwargs.setdefault("batch_shape", network.batch_shape)
+        super().__init__(**kwargs)
+        self.network = network
+        self.register_parameter("raw_nngp_share", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, 1)))
+        self.register_constraint("raw_nngp_share", Interval(0.0, 1.0))
+        self.initialize(nngp_share=nngp_share)
+
+    @property
+    def nngp_share(self) -> Tensor:
+        return self.raw_nngp_share_constraint.transform(self.raw_nngp_share)
+
+    @nngp_share.setter
+    def nngp_share(self, value: float | Tensor) -> None:
+        value = torch.as_tensor(value).to(self.raw_nngp_share)
+        self.initialize(raw_nngp_share=self.raw_nngp_share_constraint.inverse_transform(value))
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params: Any) -> Tensor:
+        share = self.nngp_share
+        if diag:
+            return torch.ones(x1.shape[:-1], dtype=x1.dtype, device=x1.device).expand(
+                *torch.broadcast_shapes(x1.shape[:-2], self.batch_shape), x1.shape[-2]
+            )
+        nngp, ntk = self.network.nngp_and_ntk(x1, x2)
+        if x1 is x2:
+            nngp1 = nngp2 = torch.diagonal(nngp, dim1=-2, dim2=-1)
+            ntk1 = ntk2 = torch.diagonal(ntk, dim1=-2, dim2=-1)
+        else:
+            nngp1, ntk1 = self.network.nngp_and_ntk(x1, x1, diag=True)
+            nngp2, ntk2 = self.network.nngp_and_ntk(x2, x2, diag=True)
+        correlation_ntk = ntk / (ntk1.unsqueeze(-1) * ntk2.unsqueeze(-2)).sqrt()
+        correlation_nngp = nngp / (nngp1.unsqueeze(-1) * nngp2.unsqueeze(-2)).sqrt()
+        return (1.0 - share) * correlation_ntk + share * correlation_nngp
+
+
 def offcentre_kernel(
     num_dims: int,
     *,
@@ -114,6 +173,7 @@ def offcentre_kernel(
     learn_centre: bool = False,
     centre_prior_scale: float = 0.5,
     input_prior_scale: float | None = None,
+    mix_nngp: bool = False,
     **options: Any,
 ) -> ScaleKernel:
     r"""``gp_ntk.bo.bo_kernel(kernel, num_dims, ...)``, optionally with a learnt centre inside the scale.
@@ -121,8 +181,11 @@ def offcentre_kernel(
     ``bias_mode`` moves the bias variance's initial value and prior mode (same log-scale);
     ``unit_variance`` is ``bo_kernel``'s ``normalize``; ``input_prior_scale`` replaces the
     log-scale of the per-feature first-layer weight variances' prior (same mode; the deeper
-    layers keep theirs); other options go to ``bo_kernel``.
+    layers keep theirs); ``mix_nngp`` replaces the unit-variance NTK by :class:`NNGPNTKMixture`;
+    other options go to ``bo_kernel``.
     """
+    if mix_nngp:
+        unit_variance = False
     if bias_mode is not None:
         options.update(bias_variance=bias_mode, bias_variance_prior=log_normal(bias_mode, BIAS_PRIOR_SCALE))
     scaled = bo_kernel(kernel, num_dims, normalize=unit_variance, **options)
@@ -130,6 +193,8 @@ def offcentre_kernel(
         network = scaled.base_kernel.base_kernel if unit_variance else scaled.base_kernel
         mode = weight_variance_mode(kernel, num_dims)
         network._register_variance_prior(log_normal(mode, input_prior_scale), "input_weight_variance")
+    if mix_nngp:
+        scaled.base_kernel = NNGPNTKMixture(scaled.base_kernel)
     if learn_centre:
         scaled.base_kernel = InputCentre(scaled.base_kernel, num_dims, prior_scale=centre_prior_scale)
     return scaled

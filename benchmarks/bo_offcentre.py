@@ -290,6 +290,7 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-depth5": _candidate(depth=5),
         "ntk-gamma-noise": _noise_prior("gamma"),
         "ntk-low-noise": _noise_prior("low"),
+        "ntk-nngp-mix": _candidate(mix_nngp=True),
     }
 
 
