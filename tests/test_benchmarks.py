@@ -207,6 +207,53 @@ def test_input_prior_scale_replaces_only_the_first_layer_prior() -> None:
         assert math.isclose(first_mode, math.exp(float(deeper.loc) - WEIGHT_PRIOR_SCALE**2))
 
 
+def test_nngp_ntk_mixture_interpolates_the_two_correlations() -> None:
+    import torch
+
+    import gp_ntk
+    from gp_ntk.kernels import UnitVarianceKernel
+
+    _load("bo_offcentre")
+    import _bo_surrogates as prototypes
+
+    network = gp_ntk.NTKKernel(depth=3, weight_variance=1.7, bias_variance=0.4, ard_num_dims=3).double()
+    nngp = gp_ntk.NNGPKernel(depth=3, weight_variance=1.7, bias_variance=0.4, ard_num_dims=3).double()
+    mixture = prototypes.NNGPNTKMixture(network, nngp_share=0.3).double()
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    ntk_correlation = UnitVarianceKernel(network)(x, y).to_dense()
+    nngp_correlation = UnitVarianceKernel(nngp)(x, y).to_dense()
+    torch.testing.assert_close(mixture(x, y).to_dense(), 0.7 * ntk_correlation + 0.3 * nngp_correlation)
+    for share, expected in ((1e-9, ntk_correlation), (1 - 1e-9, nngp_correlation)):
+        mixture.nngp_share = share
+        torch.testing.assert_close(mixture(x, y).to_dense(), expected, atol=1e-8, rtol=0)
+    mixture.nngp_share = 0.5
+    joint = mixture(torch.cat([x, y])).to_dense()
+    torch.testing.assert_close(joint[:6, 6:], mixture(x, y).to_dense())
+    assert torch.equal(joint, joint.T) and torch.equal(
+        torch.diagonal(joint), torch.ones(10, dtype=torch.float64)
+    )
+    assert torch.linalg.eigvalsh(joint).min() > -1e-10
+    with pytest.raises(ValueError, match="nngp_share must be a float in"):
+        prototypes.NNGPNTKMixture(network, nngp_share=1.5)
+
+
+def test_noise_prior_arms_replace_only_the_likelihood() -> None:
+    import torch
+    from gpytorch.priors import GammaPrior, LogNormalPrior
+
+    benchmark = _load("bo_offcentre")
+    factories = benchmark.surrogates()
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = X.sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    gamma = factories["ntk-gamma-noise"](X, Y, bounds).likelihood.noise_covar
+    low = factories["ntk-low-noise"](X, Y, bounds).likelihood.noise_covar
+    assert isinstance(gamma.noise_prior, GammaPrior) and isinstance(low.noise_prior, LogNormalPrior)
+    assert float(low.noise_prior.loc) == -7.0 and math.isclose(float(low.noise), math.exp(-8.0), rel_tol=1e-6)
+    default = factories["default"](X, Y, bounds)
+    assert type(factories["ntk-low-noise"](X, Y, bounds).covar_module) is type(default.covar_module)
+
+
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8"]
