@@ -149,9 +149,15 @@ class NNGPNTKMixture(Kernel):
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params: Any) -> Tensor:
         share = self.nngp_share
         if diag:
-            return torch.ones(x1.shape[:-1], dtype=x1.dtype, device=x1.device).expand(
-                *torch.broadcast_shapes(x1.shape[:-2], self.batch_shape), x1.shape[-2]
-            )
+            nngp, ntk = self.network.nngp_and_ntk(x1, x2, diag=True)
+            if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
+                # a point's correlation with itself: exactly 1
+                return torch.ones_like(ntk)
+            nngp1, ntk1 = self.network.nngp_and_ntk(x1, x1, diag=True)
+            nngp2, ntk2 = self.network.nngp_and_ntk(x2, x2, diag=True)
+            return (1.0 - share[..., 0]) * ntk / (ntk1 * ntk2).sqrt() + share[..., 0] * nngp / (
+                nngp1 * nngp2
+            ).sqrt()
         nngp, ntk = self.network.nngp_and_ntk(x1, x2)
         if x1 is x2:
             nngp1 = nngp2 = torch.diagonal(nngp, dim1=-2, dim2=-1)

@@ -229,6 +229,8 @@ def test_nngp_ntk_mixture_interpolates_the_two_correlations() -> None:
     mixture.nngp_share = 0.5
     joint = mixture(torch.cat([x, y])).to_dense()
     torch.testing.assert_close(joint[:6, 6:], mixture(x, y).to_dense())
+    torch.testing.assert_close(mixture(x[:4], y, diag=True), torch.diagonal(mixture(x[:4], y).to_dense()))
+    assert torch.equal(mixture(x, x, diag=True), torch.ones(6, dtype=torch.float64))
     assert torch.equal(joint, joint.T) and torch.equal(
         torch.diagonal(joint), torch.ones(10, dtype=torch.float64)
     )
