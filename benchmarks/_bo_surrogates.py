@@ -32,6 +32,7 @@ from gp_ntk.bo.priors import (
     log_normal,
     weight_variance_mode,
 )
+from gp_ntk.kernels.unit_variance import correlation_from_covariance
 
 __all__ = ["InputCentre", "NNGPNTKMixture", "make_offcentre_model", "offcentre_kernel", "previous_default"]
 
@@ -148,26 +149,26 @@ class NNGPNTKMixture(Kernel):
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params: Any) -> Tensor:
         share = self.nngp_share
+        same = x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))
         if diag:
-            nngp, ntk = self.network.nngp_and_ntk(x1, x2, diag=True)
-            if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
+            nngp1, ntk1 = self.network.nngp_and_ntk(x1, x1, diag=True)
+            if same:
                 # a point's correlation with itself: exactly 1
-                return torch.ones_like(ntk)
-            nngp1, ntk1 = self.network.nngp_and_ntk(x1, x1, diag=True)
+                return torch.ones_like(ntk1)
+            share = share[..., 0]
+            nngp, ntk = self.network.nngp_and_ntk(x1, x2, diag=True)
             nngp2, ntk2 = self.network.nngp_and_ntk(x2, x2, diag=True)
-            return (1.0 - share[..., 0]) * ntk / (ntk1 * ntk2).sqrt() + share[..., 0] * nngp / (
-                nngp1 * nngp2
-            ).sqrt()
-        nngp, ntk = self.network.nngp_and_ntk(x1, x2)
-        if x1 is x2:
-            nngp1 = nngp2 = torch.diagonal(nngp, dim1=-2, dim2=-1)
-            ntk1 = ntk2 = torch.diagonal(ntk, dim1=-2, dim2=-1)
         else:
-            nngp1, ntk1 = self.network.nngp_and_ntk(x1, x1, diag=True)
-            nngp2, ntk2 = self.network.nngp_and_ntk(x2, x2, diag=True)
-        correlation_ntk = ntk / (ntk1.unsqueeze(-1) * ntk2.unsqueeze(-2)).sqrt()
-        correlation_nngp = nngp / (nngp1.unsqueeze(-1) * nngp2.unsqueeze(-2)).sqrt()
-        return (1.0 - share) * correlation_ntk + share * correlation_nngp
+            nngp, ntk = self.network.nngp_and_ntk(x1, x2)
+            if x1 is x2:
+                nngp1 = nngp2 = torch.diagonal(nngp, dim1=-2, dim2=-1)
+                ntk1 = ntk2 = torch.diagonal(ntk, dim1=-2, dim2=-1)
+            else:
+                nngp1, ntk1 = self.network.nngp_and_ntk(x1, x1, diag=True)
+                nngp2, ntk2 = self.network.nngp_and_ntk(x2, x2, diag=True)
+        return (1.0 - share) * correlation_from_covariance(ntk, ntk1, ntk2, diag) + share * (
+            correlation_from_covariance(nngp, nngp1, nngp2, diag)
+        )
 
 
 def offcentre_kernel(

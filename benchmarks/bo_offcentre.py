@@ -234,13 +234,14 @@ def _noise_prior(kind: str, **options):
 
         if kind == "gamma":
             likelihood = get_gaussian_likelihood_with_gamma_prior()
-        else:
+        elif kind == "low":
+            mode = math.exp(-7.0 - 1.0**2)  # started at the prior's mode, as BoTorch's default is
             likelihood = GaussianLikelihood(
                 noise_prior=LogNormalPrior(loc=-7.0, scale=1.0),
-                noise_constraint=GreaterThan(
-                    MIN_INFERRED_NOISE_LEVEL, initial_value=math.exp(-8.0)
-                ),  # the mode
+                noise_constraint=GreaterThan(MIN_INFERRED_NOISE_LEVEL, initial_value=mode),
             )
+        else:
+            raise ValueError(f"kind must be 'gamma' or 'low', got {kind!r}")
         return make_bo_model(train_X, train_Y, bounds, likelihood=likelihood.to(train_X), **options)
 
     return factory

@@ -208,6 +208,7 @@ def test_input_prior_scale_replaces_only_the_first_layer_prior() -> None:
 
 
 def test_nngp_ntk_mixture_interpolates_the_two_correlations() -> None:
+    import gpytorch
     import torch
 
     import gp_ntk
@@ -237,6 +238,10 @@ def test_nngp_ntk_mixture_interpolates_the_two_correlations() -> None:
     assert torch.linalg.eigvalsh(joint).min() > -1e-10
     with pytest.raises(ValueError, match="nngp_share must be a float in"):
         prototypes.NNGPNTKMixture(network, nngp_share=1.5)
+    with pytest.raises(ValueError, match="network must be a gp_ntk network kernel, got RBFKernel"):
+        prototypes.NNGPNTKMixture(gpytorch.kernels.RBFKernel())
+    wrapped = prototypes.offcentre_kernel(3, mix_nngp=True).base_kernel
+    assert isinstance(wrapped, prototypes.NNGPNTKMixture) and isinstance(wrapped.network, gp_ntk.NTKKernel)
 
 
 def test_noise_prior_arms_replace_only_the_likelihood() -> None:
@@ -253,7 +258,10 @@ def test_noise_prior_arms_replace_only_the_likelihood() -> None:
     assert isinstance(gamma.noise_prior, GammaPrior) and isinstance(low.noise_prior, LogNormalPrior)
     assert float(low.noise_prior.loc) == -7.0 and math.isclose(float(low.noise), math.exp(-8.0), rel_tol=1e-6)
     default = factories["default"](X, Y, bounds)
-    assert type(factories["ntk-low-noise"](X, Y, bounds).covar_module) is type(default.covar_module)
+    for name in ("ntk-gamma-noise", "ntk-low-noise"):
+        kernel = factories[name](X, Y, bounds).covar_module
+        assert type(kernel) is type(default.covar_module)
+        assert kernel.state_dict().keys() == default.covar_module.state_dict().keys()
 
 
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:

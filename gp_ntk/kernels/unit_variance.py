@@ -8,7 +8,21 @@ import torch
 from gpytorch.kernels import Kernel
 from torch import Tensor
 
-__all__ = ["UnitVarianceKernel"]
+__all__ = ["UnitVarianceKernel", "correlation_from_covariance"]
+
+
+def correlation_from_covariance(
+    covariance: Tensor, variance1: Tensor, variance2: Tensor, diag: bool = False
+) -> Tensor:
+    r""":math:`k(x_i, y_j) / \sqrt{k(x_i, x_i)\,k(y_j, y_j)}` from a covariance and its rows' and columns' variances.
+
+    ``diag=True``: ``covariance`` holds :math:`k(x_i, y_i)` and the variances are paired
+    elementwise. The square root is of the product, so that :math:`v_i v_j = v_j v_i` and
+    :math:`\sqrt{v_i v_i} = v_i` hold exactly in IEEE arithmetic: a symmetric covariance stays
+    exactly symmetric with an exactly unit diagonal. Zero variances give zero rows.
+    """
+    product = variance1 * variance2 if diag else variance1.unsqueeze(-1) * variance2.unsqueeze(-2)
+    return covariance / product.clamp_min(torch.finfo(covariance.dtype).tiny).sqrt()
 
 
 class UnitVarianceKernel(Kernel):
@@ -59,8 +73,9 @@ class UnitVarianceKernel(Kernel):
                 # a point's correlation with itself: exactly 1, as on the diagonal of k(X, X)
                 return torch.where(variance1 > 0, torch.ones_like(variance1), torch.zeros_like(variance1))
             covariance = self.base_kernel(x1, x2, diag=True)
-            variance2 = self.base_kernel(x2, diag=True)
-            return covariance / (variance1 * variance2).clamp_min(torch.finfo(covariance.dtype).tiny).sqrt()
+            return correlation_from_covariance(
+                covariance, variance1, self.base_kernel(x2, diag=True), diag=True
+            )
         one_pass = getattr(self.base_kernel, "matrix_and_variances", None)
         parts = None if one_pass is None or x1 is x2 else one_pass(x1, x2)
         if parts is not None:
@@ -74,7 +89,4 @@ class UnitVarianceKernel(Kernel):
             else:
                 variance1 = self.base_kernel(x1, diag=True)
                 variance2 = self.base_kernel(x2, diag=True)
-        # sqrt of the product: v_i v_j = v_j v_i and sqrt(v_i v_i) = v_i exactly in IEEE arithmetic,
-        # so a symmetric base matrix stays exactly symmetric with an exactly unit diagonal
-        product = variance1.unsqueeze(-1) * variance2.unsqueeze(-2)
-        return covariance / product.clamp_min(torch.finfo(covariance.dtype).tiny).sqrt()
+        return correlation_from_covariance(covariance, variance1, variance2)
