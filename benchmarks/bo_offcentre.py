@@ -247,6 +247,31 @@ def _noise_prior(kind: str, **options):
     return factory
 
 
+def _compressed_outcomes(**options):
+    r"""``make_bo_model`` fitted to outcomes standardised, passed through ``Bilog``, standardised again.
+
+    ``Bilog`` (:math:`\operatorname{sign}(z)\log(1 + |z|)`) applied after the first
+    ``Standardize`` acts in standard-deviation units, so it is the same map on every problem: it
+    leaves values within about one standard deviation of the mean nearly linear and compresses the
+    tails of heavy-tailed objectives.
+    """
+
+    def factory(train_X, train_Y, bounds):
+        from botorch.models.transforms.outcome import Bilog, ChainedOutcomeTransform, Standardize
+
+        from gp_ntk.bo import make_bo_model
+
+        batch_shape = train_X.shape[:-2]
+        outcome_transform = ChainedOutcomeTransform(
+            standardize=Standardize(m=1, batch_shape=batch_shape),
+            bilog=Bilog(),
+            restandardize=Standardize(m=1, batch_shape=batch_shape),
+        )
+        return make_bo_model(train_X, train_Y, bounds, outcome_transform=outcome_transform, **options)
+
+    return factory
+
+
 def _candidate(**options):
     def factory(train_X, train_Y, bounds):
         return _bo_surrogates.make_offcentre_model(train_X, train_Y, bounds, **options)
@@ -292,6 +317,9 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-gamma-noise": _noise_prior("gamma"),
         "ntk-low-noise": _noise_prior("low"),
         "ntk-nngp-mix": _candidate(mix_nngp=True),
+        "ntk-erf": _candidate(activation="erf"),
+        "ntk-gelu": _candidate(activation="gelu"),
+        "ntk-bilog": _compressed_outcomes(),
     }
 
 

@@ -264,6 +264,42 @@ def test_noise_prior_arms_replace_only_the_likelihood() -> None:
         assert kernel.state_dict().keys() == default.covar_module.state_dict().keys()
 
 
+def test_compressed_outcome_arm_fits_standardised_bilog_targets() -> None:
+    import torch
+
+    benchmark = _load("bo_offcentre")
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = X.pow(2).sum(-1, keepdim=True).exp() * 50.0  # heavy upper tail, far from unit scale
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    model = benchmark.surrogates()["ntk-bilog"](X, Y, bounds)
+    z = (Y - Y.mean()) / Y.std()
+    compressed = z.sign() * z.abs().log1p()
+    expected = (compressed - compressed.mean()) / compressed.std()
+    assert torch.allclose(model.train_targets, expected.squeeze(-1), atol=1e-10)
+    # a monotone map: the ordering of the outcomes, all acquisition cares about, is kept
+    assert torch.equal(model.train_targets.argsort(), Y.squeeze(-1).argsort())
+    back, _ = model.outcome_transform.untransform(model.train_targets.unsqueeze(-1))
+    assert torch.allclose(back, Y, rtol=1e-10)
+
+
+def test_activation_arms_change_only_the_activation() -> None:
+    import torch
+
+    import gp_ntk
+
+    benchmark = _load("bo_offcentre")
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = X.sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    default = benchmark.surrogates()["default"](X, Y, bounds).covar_module
+    for name, activation in (("ntk-erf", gp_ntk.activations.Erf), ("ntk-gelu", gp_ntk.activations.GELU)):
+        kernel = benchmark.surrogates()[name](X, Y, bounds).covar_module
+        network = kernel.base_kernel.base_kernel
+        assert isinstance(network, gp_ntk.NTKKernel) and network.depth == 3
+        assert isinstance(network.activation, activation)
+        assert kernel.state_dict().keys() == default.state_dict().keys()
+
+
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8"]
