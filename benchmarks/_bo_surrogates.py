@@ -7,6 +7,8 @@ r"""Network-kernel BO surrogates compared in ``benchmarks/bo_offcentre.py``, bui
 * :func:`offcentre_kernel` / :func:`make_offcentre_model`: variants of the present default
   (:func:`gp_ntk.bo.bo_kernel`), optionally with :class:`InputCentre`, a learnt input centre
   (measured in screening only; it was left out of the library for its cost per iteration).
+* :class:`EvidenceSelection`: the activation (or any other choice among surrogates) chosen by
+  evidence inside the loop, every candidate refitted at every iteration.
 
 The module docstring of :mod:`gp_ntk.bo.models` explains how the bias variance decides between a
 nearly stationary kernel and one shaped around the origin.
@@ -34,7 +36,15 @@ from gp_ntk.bo.priors import (
 )
 from gp_ntk.kernels.unit_variance import correlation_from_covariance
 
-__all__ = ["InputCentre", "NNGPNTKMixture", "make_offcentre_model", "offcentre_kernel", "previous_default"]
+__all__ = [
+    "EvidenceSelection",
+    "InputCentre",
+    "NNGPNTKMixture",
+    "make_offcentre_model",
+    "map_objective",
+    "offcentre_kernel",
+    "previous_default",
+]
 
 # the priors of make_bo_model's previous default, for its comparison column
 _PREVIOUS_BIAS_VARIANCE = 0.1
@@ -213,3 +223,70 @@ def make_offcentre_model(
     """``make_bo_model`` (``CenteredNormalize``, ``Standardize``) with :func:`offcentre_kernel`."""
     covar_module = offcentre_kernel(train_X.shape[-1], **kernel_options)
     return make_bo_model(train_X, train_Y, bounds, kernel=covar_module)
+
+
+def map_objective(model: SingleTaskGP) -> float:
+    """The objective ``fit_gpytorch_mll`` maximises: log marginal likelihood plus log priors, per observation."""
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    was_training = model.training
+    model.train()
+    try:
+        with torch.no_grad():
+            return float(mll(model(*model.train_inputs), model.train_targets).sum())
+    finally:
+        model.train(was_training)
+
+
+class EvidenceSelection:
+    """A model factory that fits every candidate surrogate and returns the one with the most evidence.
+
+    Each call (one BO iteration) builds every candidate on the data, starts each fit where that
+    candidate's own last fit ended (:func:`gp_ntk.bo.warm_start`), fits it by
+    :func:`gp_ntk.bo.fit_bo_model`, and returns the fitted model with the highest
+    :func:`map_objective` (every candidate sees the same standardised targets, so the values
+    compare). A call whose data do not extend the previous call's starts a new run: the
+    candidates' last fits and ``choices`` (the name chosen at each iteration) are forgotten.
+    Run it with ``warm_start=False`` in :func:`gp_ntk.bo.run_bo`, which would otherwise start the
+    chosen model at the hyperparameters of whichever candidate was chosen before.
+    """
+
+    def __init__(self, candidates: dict[str, Any]) -> None:
+        if not candidates:
+            raise ValueError("candidates must name at least one model factory")
+        self.candidates = dict(candidates)
+        self.choices: list[str] = []
+        self._fitted: dict[str, SingleTaskGP] = {}
+        self._last_X: Tensor | None = None
+
+    def _continues_run(self, train_X: Tensor) -> bool:
+        last = self._last_X
+        return (
+            last is not None
+            and train_X.shape[0] >= last.shape[0]
+            and torch.equal(train_X[: last.shape[0]], last)
+        )
+
+    def __call__(self, train_X: Tensor, train_Y: Tensor, bounds: Tensor) -> SingleTaskGP:
+        from gp_ntk.bo import fit_bo_model, warm_start
+
+        if not self._continues_run(train_X):
+            self._fitted, self.choices = {}, []
+        self._last_X = train_X.detach().clone()
+        best: tuple[float, str, SingleTaskGP] | None = None
+        for name, factory in self.candidates.items():
+            model = factory(train_X, train_Y, bounds)
+            warm_start(model, self._fitted.get(name))
+            if not fit_bo_model(model).succeeded:
+                continue
+            self._fitted[name] = model
+            score = map_objective(model)
+            if math.isfinite(score) and (best is None or score > best[0]):
+                best = (score, name, model)
+        if best is None:  # every fit failed: the loop's own fit reports it
+            name, factory = next(iter(self.candidates.items()))
+            self.choices.append(name)
+            return factory(train_X, train_Y, bounds)
+        self.choices.append(best[1])
+        return best[2]

@@ -320,6 +320,9 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-erf": _candidate(activation="erf"),
         "ntk-gelu": _candidate(activation="gelu"),
         "ntk-bilog": _compressed_outcomes(),
+        "ntk-relu-or-erf": _bo_surrogates.EvidenceSelection(
+            {"relu": _make_bo_model(), "erf": _candidate(activation="erf")}
+        ),
     }
 
 
@@ -338,7 +341,17 @@ REFERENCE = "rbf"
 # Surrogates as their users run them: BoTorch's loop fits every model from its initial
 # hyperparameters; gp_ntk's run_bo starts each fit where the previous one ended.
 # Every other arm is a gp_ntk surrogate, run warm; these are fitted cold.
-COLD_STARTED = {"rbf", "matern", "ibnn", "nngp-previous", "one-line", "one-line-centred", "default-cold"}
+# An evidence selection warm-starts each of its candidates itself.
+COLD_STARTED = {
+    "rbf",
+    "matern",
+    "ibnn",
+    "nngp-previous",
+    "one-line",
+    "one-line-centred",
+    "default-cold",
+    "ntk-relu-or-erf",
+}
 
 
 def _acquisition(model, train_X, train_Y):
@@ -423,7 +436,7 @@ def run_one(problem: Problem, surrogate: str, factory, seed: int, budget: Budget
         fit_s, acq_s = result.fit_seconds, result.acquisition_seconds
         events = [f"{event.iteration}:{event.kind}" for event in result.events]
         noises = [_fitted_noise(model) for model in models]
-    return {
+    record = {
         "problem": problem.name,
         "surrogate": surrogate,
         "seed": seed,
@@ -437,6 +450,9 @@ def run_one(problem: Problem, surrogate: str, factory, seed: int, budget: Budget
         "events": events,
         "total_seconds": time.perf_counter() - start,
     }
+    if isinstance(factory, _bo_surrogates.EvidenceSelection):
+        record["choices"] = list(factory.choices)
+    return record
 
 
 def _claim(folder: Path, key: tuple[str, str, int, int]) -> bool:

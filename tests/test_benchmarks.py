@@ -300,6 +300,63 @@ def test_activation_arms_change_only_the_activation() -> None:
         assert kernel.state_dict().keys() == default.state_dict().keys()
 
 
+def test_map_objective_is_the_log_evidence_plus_log_priors_per_observation() -> None:
+    import torch
+
+    benchmark = _load("bo_offcentre")
+    surrogates = sys.modules["_bo_surrogates"]
+    X = torch.rand(9, 3, dtype=torch.float64)
+    Y = torch.sin(4 * X).sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    model = benchmark.surrogates()["default"](X, Y, bounds)
+    with torch.no_grad():
+        inputs = model.input_transform(X)
+        covariance = model.covar_module(inputs).to_dense() + model.likelihood.noise * torch.eye(9).double()
+        normal = torch.distributions.MultivariateNormal(model.mean_module(inputs), covariance)
+        log_priors = sum(
+            prior.log_prob(closure(module)).sum() for _, module, prior, closure, _ in model.named_priors()
+        )
+        expected = float((normal.log_prob(model.train_targets) + log_priors) / 9)
+    assert math.isclose(surrogates.map_objective(model), expected, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_evidence_selection_returns_the_fitted_candidate_with_most_evidence_and_resets_per_run() -> None:
+    import torch
+
+    from gp_ntk.bo import fit_bo_model
+
+    benchmark = _load("bo_offcentre")
+    surrogates = sys.modules["_bo_surrogates"]
+    factories = benchmark.surrogates()
+    assert "ntk-relu-or-erf" in benchmark.COLD_STARTED  # it warm-starts its candidates itself
+    torch.manual_seed(3)
+    X = torch.rand(14, 3, dtype=torch.float64)
+    Y = torch.cos(6 * X).sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    candidates = {"relu": factories["default"], "rbf": factories["rbf"]}
+    evidence = {}
+    for name, factory in candidates.items():
+        model = factory(X[:10], Y[:10], bounds)
+        assert fit_bo_model(model).succeeded
+        evidence[name] = surrogates.map_objective(model)
+    selection = surrogates.EvidenceSelection(candidates)
+    chosen = selection(X[:10], Y[:10], bounds)
+    best = max(evidence, key=evidence.get)
+    assert selection.choices == [best]
+    assert math.isclose(surrogates.map_objective(chosen), evidence[best], rel_tol=1e-6)
+    # more data of the same run: each candidate starts from its own last fit
+    first_fits = dict(selection._fitted)
+    selection(X, Y, bounds)
+    assert len(selection.choices) == 2
+    for name, model in selection._fitted.items():
+        assert model is not first_fits[name] and model.train_inputs[0].shape[0] == 14
+    # data that do not extend the last call's: a new run
+    selection(X[4:], Y[4:], bounds)
+    assert len(selection.choices) == 1
+    with pytest.raises(ValueError, match="candidates"):
+        surrogates.EvidenceSelection({})
+
+
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8"]
