@@ -272,6 +272,34 @@ def _compressed_outcomes(**options):
     return factory
 
 
+def _incumbent_centred(pull: float = 1.0, **options):
+    """``make_bo_model`` with the origin of its inputs at the best point observed so far.
+
+    A dot-product kernel singles out the origin of its inputs; ``CenteredNormalize`` puts it at
+    the centre of the box, where the optimum of a moved problem is no likelier than anywhere
+    else. Here the box keeps its width but is centred at the incumbent (the observed input with
+    the highest outcome), so the inputs span up to :math:`[-2, 2]` per feature and the origin
+    follows the search; it moves with the data, fixed during each fit. ``pull`` below 1 puts the
+    origin that fraction of the way from the centre of the box to the incumbent.
+    """
+    from gp_ntk.validation import check_number
+
+    pull = check_number(pull, "pull", minimum=0, maximum=1)
+
+    def factory(train_X, train_Y, bounds):
+        from gp_ntk.bo import CenteredNormalize, make_bo_model
+
+        bounds = bounds.to(train_X)
+        middle = 0.5 * (bounds[0] + bounds[1])
+        origin = (1.0 - pull) * middle + pull * train_X[train_Y[..., 0].argmax()]
+        half_width = 0.5 * (bounds[1] - bounds[0])
+        box = torch.stack([origin - half_width, origin + half_width])
+        transform = CenteredNormalize(train_X.shape[-1], bounds=box)
+        return make_bo_model(train_X, train_Y, bounds, input_transform=transform, **options)
+
+    return factory
+
+
 def _candidate(**options):
     def factory(train_X, train_Y, bounds):
         return _bo_surrogates.make_offcentre_model(train_X, train_Y, bounds, **options)
@@ -320,6 +348,8 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-erf": _candidate(activation="erf"),
         "ntk-gelu": _candidate(activation="gelu"),
         "ntk-bilog": _compressed_outcomes(),
+        "ntk-incumbent": _incumbent_centred(),
+        "ntk-incumbent-half": _incumbent_centred(pull=0.5),
         "ntk-relu-or-erf": _bo_surrogates.EvidenceSelection(
             {"relu": _make_bo_model(), "erf": _candidate(activation="erf")}
         ),

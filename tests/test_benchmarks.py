@@ -282,6 +282,26 @@ def test_compressed_outcome_arm_fits_standardised_bilog_targets() -> None:
     assert torch.allclose(back, Y, rtol=1e-10)
 
 
+def test_incumbent_arm_moves_only_the_origin_to_the_best_point() -> None:
+    import torch
+
+    benchmark = _load("bo_offcentre")
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = -(X - 0.3).pow(2).sum(-1, keepdim=True)
+    bounds = torch.tensor([[0.0, -1.0, 2.0], [1.0, 3.0, 2.5]], dtype=torch.float64)
+    X = bounds[0] + (bounds[1] - bounds[0]) * X
+    model = benchmark.surrogates()["ntk-incumbent"](X, Y, bounds)
+    default = benchmark.surrogates()["default"](X, Y, bounds)
+    best = X[Y.squeeze(-1).argmax()]
+    transform = model.input_transform
+    assert torch.allclose(transform(best.unsqueeze(0)), torch.zeros(1, 3, dtype=torch.float64), atol=1e-12)
+    # the same scale as the default's box transform: only the origin differs
+    step = default.input_transform(X) - transform(X)
+    assert torch.allclose(step, step[:1].expand_as(step), atol=1e-12)
+    assert torch.allclose(step[0], default.input_transform(best.unsqueeze(0))[0], atol=1e-12)
+    assert model.covar_module.state_dict().keys() == default.covar_module.state_dict().keys()
+
+
 def test_activation_arms_change_only_the_activation() -> None:
     import torch
 
