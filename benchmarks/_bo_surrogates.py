@@ -217,6 +217,52 @@ def offcentre_kernel(
     return scaled
 
 
+class OriginMixture(Kernel):
+    r"""A learnt mixture of one unit-variance kernel seen from two origins.
+
+    .. math::
+        k(x, y) = (1 - \rho)\,c(x, y) + \rho\,c(x - s, y - s), \qquad \rho \in (0, 1),
+
+    with :math:`c` a kernel of unit prior variance (so the mixture has unit variance too),
+    :math:`s` a fixed shift (a buffer, ``origin``) and :math:`\rho` (``shifted_share``, no prior)
+    learnt: a dot-product kernel singles out the origin of its inputs, and the evidence weighs
+    the two places it can stand. Both terms share ``base``'s hyperparameters.
+
+    Args:
+        base: the unit-variance kernel :math:`c`.
+        origin: the second origin :math:`s`, in the kernel's input units.
+        shifted_share: initial :math:`\rho`.
+    """
+
+    has_lengthscale = False
+
+    def __init__(self, base: Kernel, origin: Tensor, shifted_share: float = 0.5, **kwargs: Any):
+        if not (isinstance(shifted_share, float) and 0.0 < shifted_share < 1.0):
+            raise ValueError(f"shifted_share must be a float in (0, 1), got {shifted_share!r}")
+        kwargs.setdefault("batch_shape", base.batch_shape)
+        super().__init__(**kwargs)
+        self.base = base
+        self.register_buffer("origin", torch.as_tensor(origin).detach().clone())
+        self.register_parameter("raw_shifted_share", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, 1)))
+        self.register_constraint("raw_shifted_share", Interval(0.0, 1.0))
+        share = torch.as_tensor(shifted_share).to(self.raw_shifted_share)
+        self.initialize(raw_shifted_share=self.raw_shifted_share_constraint.inverse_transform(share))
+
+    @property
+    def shifted_share(self) -> Tensor:
+        return self.raw_shifted_share_constraint.transform(self.raw_shifted_share)
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params: Any) -> Tensor:
+        share = self.shifted_share[..., 0] if diag else self.shifted_share
+        origin = self.origin.to(x1)
+        centred = self.base.forward(x1, x2, diag=diag, **params)
+        moved1 = x1 - origin
+        # one tensor for both sides keeps the base kernel's exact symmetry for k(x, x)
+        moved2 = moved1 if x2 is x1 else x2 - origin
+        shifted = self.base.forward(moved1, moved2, diag=diag, **params)
+        return (1.0 - share) * centred + share * shifted
+
+
 def make_offcentre_model(
     train_X: Tensor, train_Y: Tensor, bounds: Tensor, **kernel_options: Any
 ) -> SingleTaskGP:

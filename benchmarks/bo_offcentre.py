@@ -300,6 +300,28 @@ def _incumbent_centred(pull: float = 1.0, **options):
     return factory
 
 
+def _origin_mixture(**options):
+    r"""``make_bo_model`` whose kernel mixes the box-centred view and the incumbent-centred one.
+
+    The default's unit-variance kernel :math:`c` becomes
+    :math:`(1 - \rho)\,c(x, y) + \rho\,c(x - s, y - s)` (:class:`_bo_surrogates.OriginMixture`),
+    :math:`s` the incumbent in ``CenteredNormalize``'s units and :math:`\rho` learnt, so the
+    evidence weighs the box's centre against the best point observed so far.
+    """
+
+    def factory(train_X, train_Y, bounds):
+        from gp_ntk.bo import make_bo_model
+
+        model = make_bo_model(train_X, train_Y, bounds, **options)
+        incumbent = train_X[train_Y[..., 0].argmax()].unsqueeze(0)
+        origin = model.input_transform(incumbent)[0].detach()
+        scale = model.covar_module
+        scale.base_kernel = _bo_surrogates.OriginMixture(scale.base_kernel, origin).to(train_X)
+        return model
+
+    return factory
+
+
 def _candidate(**options):
     def factory(train_X, train_Y, bounds):
         return _bo_surrogates.make_offcentre_model(train_X, train_Y, bounds, **options)
@@ -350,6 +372,7 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-bilog": _compressed_outcomes(),
         "ntk-incumbent": _incumbent_centred(),
         "ntk-incumbent-half": _incumbent_centred(pull=0.5),
+        "ntk-two-origins": _origin_mixture(),
         "ntk-relu-or-erf": _bo_surrogates.EvidenceSelection(
             {"relu": _make_bo_model(), "erf": _candidate(activation="erf")}
         ),

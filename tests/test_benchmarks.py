@@ -302,6 +302,33 @@ def test_incumbent_arm_moves_only_the_origin_to_the_best_point() -> None:
     assert model.covar_module.state_dict().keys() == default.covar_module.state_dict().keys()
 
 
+def test_two_origin_arm_mixes_the_default_kernel_seen_from_the_incumbent() -> None:
+    import torch
+
+    benchmark = _load("bo_offcentre")
+    torch.manual_seed(3)
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = -(X - 0.7).pow(2).sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    model = benchmark.surrogates()["ntk-two-origins"](X, Y, bounds)
+    default = benchmark.surrogates()["default"](X, Y, bounds)
+    mixture = model.covar_module.base_kernel
+    assert mixture.raw_shifted_share.dtype == torch.float64
+    best = X[Y.squeeze(-1).argmax()]
+    assert torch.allclose(mixture.origin, default.input_transform(best.unsqueeze(0))[0], atol=1e-12)
+    Z = default.input_transform(X)
+    centred = default.covar_module.base_kernel(Z).to_dense()
+    shifted = default.covar_module.base_kernel(Z - mixture.origin).to_dense()
+    share = float(mixture.shifted_share)
+    K = mixture(Z).to_dense()
+    assert torch.allclose(K, (1 - share) * centred + share * shifted, atol=1e-12)
+    # both terms have unit variance, so the mixture has too; and it is a covariance
+    assert torch.allclose(mixture(Z, diag=True), torch.ones(12, dtype=torch.float64), atol=1e-12)
+    assert torch.equal(K, K.mT) and float(torch.linalg.eigvalsh(K).min()) > -1e-10
+    with pytest.raises(ValueError, match="shifted_share"):
+        benchmark._bo_surrogates.OriginMixture(mixture.base, mixture.origin, shifted_share=1.0)
+
+
 def test_activation_arms_change_only_the_activation() -> None:
     import torch
 
