@@ -272,6 +272,11 @@ def _compressed_outcomes(**options):
     return factory
 
 
+def _incumbent(train_X: torch.Tensor, train_Y: torch.Tensor) -> torch.Tensor:
+    """The observed input with the highest (first) outcome."""
+    return train_X[train_Y[..., 0].argmax()]
+
+
 def _incumbent_centred(pull: float = 1.0, **options):
     """``make_bo_model`` with the origin of its inputs at the best point observed so far.
 
@@ -291,7 +296,7 @@ def _incumbent_centred(pull: float = 1.0, **options):
 
         bounds = bounds.to(train_X)
         middle = 0.5 * (bounds[0] + bounds[1])
-        origin = (1.0 - pull) * middle + pull * train_X[train_Y[..., 0].argmax()]
+        origin = (1.0 - pull) * middle + pull * _incumbent(train_X, train_Y)
         half_width = 0.5 * (bounds[1] - bounds[0])
         box = torch.stack([origin - half_width, origin + half_width])
         transform = CenteredNormalize(train_X.shape[-1], bounds=box)
@@ -313,8 +318,7 @@ def _origin_mixture(**options):
         from gp_ntk.bo import make_bo_model
 
         model = make_bo_model(train_X, train_Y, bounds, **options)
-        incumbent = train_X[train_Y[..., 0].argmax()].unsqueeze(0)
-        origin = model.input_transform(incumbent)[0].detach()
+        origin = model.input_transform(_incumbent(train_X, train_Y).unsqueeze(0))[0].detach()
         scale = model.covar_module
         scale.base_kernel = _bo_surrogates.OriginMixture(scale.base_kernel, origin).to(train_X)
         return model

@@ -300,6 +300,14 @@ def test_incumbent_arm_moves_only_the_origin_to_the_best_point() -> None:
     assert torch.allclose(step, step[:1].expand_as(step), atol=1e-12)
     assert torch.allclose(step[0], default.input_transform(best.unsqueeze(0))[0], atol=1e-12)
     assert model.covar_module.state_dict().keys() == default.covar_module.state_dict().keys()
+    # halfway: the origin between the centre of the box and the incumbent
+    half = benchmark.surrogates()["ntk-incumbent-half"](X, Y, bounds)
+    midpoint = 0.5 * (0.5 * (bounds[0] + bounds[1]) + best)
+    assert torch.allclose(
+        half.input_transform(midpoint.unsqueeze(0)), torch.zeros(1, 3, dtype=torch.float64), atol=1e-12
+    )
+    with pytest.raises(ValueError, match="pull"):
+        benchmark._incumbent_centred(pull=1.5)
 
 
 def test_two_origin_arm_mixes_the_default_kernel_seen_from_the_incumbent() -> None:
