@@ -377,6 +377,10 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-incumbent": _incumbent_centred(),
         "ntk-incumbent-half": _incumbent_centred(pull=0.5),
         "ntk-two-origins": _origin_mixture(),
+        # the bias variance's prior mode where the default's fits put it (0.2-0.9), and the
+        # other side: a more nearly stationary kernel
+        "ntk-bias-0.25": _candidate(bias_mode=0.25),
+        "ntk-bias-4": _candidate(bias_mode=4.0),
         "ntk-relu-or-erf": _bo_surrogates.EvidenceSelection(
             {"relu": _make_bo_model(), "erf": _candidate(activation="erf")}
         ),

@@ -355,6 +355,29 @@ def test_activation_arms_change_only_the_activation() -> None:
         assert kernel.state_dict().keys() == default.state_dict().keys()
 
 
+def test_bias_arms_move_only_the_bias_variance_start_and_prior_mode() -> None:
+    import math
+
+    import torch
+
+    from gp_ntk.bo.priors import BIAS_PRIOR_SCALE
+
+    benchmark = _load("bo_offcentre")
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = X.sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    default = benchmark.surrogates()["default"](X, Y, bounds).covar_module.base_kernel.base_kernel
+    for name, mode in (("ntk-bias-0.25", 0.25), ("ntk-bias-4", 4.0)):
+        network = benchmark.surrogates()[name](X, Y, bounds).covar_module.base_kernel.base_kernel
+        assert math.isclose(float(network.bias_variance), mode, rel_tol=1e-9)
+        prior = network.bias_variance_prior
+        assert float(prior.scale) == BIAS_PRIOR_SCALE
+        assert math.isclose(math.exp(float(prior.loc) - BIAS_PRIOR_SCALE**2), mode, rel_tol=1e-6)
+        # everything else as the default builds it
+        assert torch.equal(network.input_weight_variance, default.input_weight_variance)
+        assert float(network.weight_variance_prior.loc) == float(default.weight_variance_prior.loc)
+
+
 def test_map_objective_is_the_log_evidence_plus_log_priors_per_observation() -> None:
     import torch
 
