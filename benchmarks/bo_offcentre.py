@@ -326,6 +326,43 @@ def _origin_mixture(**options):
     return factory
 
 
+def _plus_stationary(**options):
+    r"""``make_bo_model`` whose kernel adds BoTorch's default RBF to the network kernel.
+
+    The covariance is :math:`s_1\,c(x, y) + s_2\,k_{\mathrm{RBF}}(x, y)`, :math:`c` the default's
+    unit-variance network kernel and :math:`k_{\mathrm{RBF}}` BoTorch's ARD RBF with its
+    dimension-scaled LogNormal lengthscale prior [Hvarfner2024]_, the prior's location moved by
+    :math:`\log 2` because ``CenteredNormalize`` maps the box to :math:`[-1, 1]^d`, twice the width
+    BoTorch's prior assumes. Each term has the default's outputscale prior (mode 1, started at
+    half of it), so the evidence weighs the origin-shaped functions against stationary ones.
+    """
+
+    def factory(train_X, train_Y, bounds):
+        from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+        from gpytorch.kernels import ScaleKernel
+        from gpytorch.priors import LogNormalPrior
+
+        from gp_ntk.bo import make_bo_model
+        from gp_ntk.bo.priors import outputscale_priors
+
+        model = make_bo_model(train_X, train_Y, bounds, **options)
+        num_dims = train_X.shape[-1]
+        rbf = get_covar_module_with_dim_scaled_prior(ard_num_dims=num_dims)
+        prior = rbf.lengthscale_prior
+        shifted = LogNormalPrior(loc=float(prior.loc) + math.log(2.0), scale=float(prior.scale))
+        rbf.register_prior("lengthscale_prior", shifted, rbf._lengthscale_param, rbf._lengthscale_closure)
+        # cast before setting the starts, so that they carry no float32 rounding
+        stationary = ScaleKernel(rbf, **outputscale_priors()).to(train_X)
+        rbf.lengthscale = float(shifted.mode)
+        stationary.outputscale = 0.5
+        network = model.covar_module
+        network.outputscale = 0.5
+        model.covar_module = network + stationary
+        return model
+
+    return factory
+
+
 def _candidate(**options):
     def factory(train_X, train_Y, bounds):
         return _bo_surrogates.make_offcentre_model(train_X, train_Y, bounds, **options)
@@ -381,6 +418,7 @@ def surrogates() -> dict[str, Callable | None]:
         # other side: a more nearly stationary kernel
         "ntk-bias-0.25": _candidate(bias_mode=0.25),
         "ntk-bias-4": _candidate(bias_mode=4.0),
+        "ntk-plus-rbf": _plus_stationary(),
         "ntk-relu-or-erf": _bo_surrogates.EvidenceSelection(
             {"relu": _make_bo_model(), "erf": _candidate(activation="erf")}
         ),

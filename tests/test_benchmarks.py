@@ -378,6 +378,36 @@ def test_bias_arms_move_only_the_bias_variance_start_and_prior_mode() -> None:
         assert float(network.weight_variance_prior.loc) == float(default.weight_variance_prior.loc)
 
 
+def test_plus_rbf_arm_adds_botorch_rbf_on_the_same_scale_as_on_the_unit_box() -> None:
+    import torch
+    from botorch.models.transforms.input import Normalize
+    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+
+    benchmark = _load("bo_offcentre")
+    X = 3 + 2 * torch.rand(12, 4, dtype=torch.float64)
+    Y = X.sum(-1, keepdim=True)
+    bounds = torch.stack([3 * torch.ones(4), 5 * torch.ones(4)]).double()
+    default = benchmark.surrogates()["default"](X, Y, bounds)
+    model = benchmark.surrogates()["ntk-plus-rbf"](X, Y, bounds)
+    network, stationary = model.covar_module.kernels
+    assert network.base_kernel.state_dict().keys() == default.covar_module.base_kernel.state_dict().keys()
+    assert float(network.outputscale) == 0.5 and float(stationary.outputscale) == 0.5
+    with torch.no_grad():
+        inputs = model.input_transform(X)
+        K = model.covar_module(inputs).to_dense()
+        network_part = default.covar_module.base_kernel(inputs).to_dense()
+        expected = 0.5 * network_part + 0.5 * stationary.base_kernel(inputs).to_dense()
+        assert torch.allclose(K, expected, atol=1e-12)
+        # at its prior mode the RBF term on [-1, 1]^d is BoTorch's default kernel on [0, 1]^d
+        botorch_rbf = get_covar_module_with_dim_scaled_prior(ard_num_dims=4).double()
+        unit = Normalize(4, bounds=bounds)(X)
+        assert torch.allclose(
+            stationary.base_kernel(inputs).to_dense(), botorch_rbf(unit).to_dense(), atol=1e-12
+        )
+    # GPyTorch's RBF distances are symmetric to rounding only
+    assert torch.allclose(K, K.mT, atol=1e-12) and float(torch.linalg.eigvalsh(K).min()) > -1e-10
+
+
 def test_map_objective_is_the_log_evidence_plus_log_priors_per_observation() -> None:
     import torch
 
