@@ -422,6 +422,10 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-relu-or-erf": _bo_surrogates.EvidenceSelection(
             {"relu": _make_bo_model(), "erf": _candidate(activation="erf")}
         ),
+        # the origin where the evidence puts it: the box's centre (the default) or the incumbent
+        "ntk-origin-by-evidence": _bo_surrogates.EvidenceSelection(
+            {"centre": _make_bo_model(), "incumbent": _incumbent_centred()}
+        ),
     }
 
 
@@ -450,6 +454,7 @@ COLD_STARTED = {
     "one-line-centred",
     "default-cold",
     "ntk-relu-or-erf",
+    "ntk-origin-by-evidence",
 }
 
 

@@ -467,6 +467,38 @@ def test_evidence_selection_returns_the_fitted_candidate_with_most_evidence_and_
         surrogates.EvidenceSelection({})
 
 
+def test_origin_by_evidence_arm_chooses_between_the_centre_and_the_incumbent() -> None:
+    import torch
+
+    from gp_ntk.bo import fit_bo_model
+
+    benchmark = _load("bo_offcentre")
+    surrogates = sys.modules["_bo_surrogates"]
+    factories = benchmark.surrogates()
+    selection = factories["ntk-origin-by-evidence"]
+    assert isinstance(selection, surrogates.EvidenceSelection)
+    assert sorted(selection.candidates) == ["centre", "incumbent"]
+    assert "ntk-origin-by-evidence" in benchmark.COLD_STARTED
+    torch.manual_seed(5)
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = -(X - 0.8).pow(2).sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    best = X[Y.squeeze(-1).argmax()].unsqueeze(0)
+    # each candidate built and fitted alone: the same models as the arms they stand for
+    evidence = {}
+    for name, arm in (("centre", "default"), ("incumbent", "ntk-incumbent")):
+        model = factories[arm](X, Y, bounds)
+        assert fit_bo_model(model).succeeded
+        evidence[name] = surrogates.map_objective(model)
+    assert evidence["centre"] != evidence["incumbent"]
+    chosen = selection(X, Y, bounds)
+    winner = max(evidence, key=evidence.get)
+    assert selection.choices == [winner]
+    assert math.isclose(surrogates.map_objective(chosen), evidence[winner], rel_tol=1e-6)
+    origin = best if winner == "incumbent" else torch.full_like(best, 0.5)
+    assert torch.allclose(chosen.input_transform(origin), torch.zeros_like(best), atol=1e-12)
+
+
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8"]
