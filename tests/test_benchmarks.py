@@ -490,7 +490,8 @@ def test_origin_by_evidence_arm_chooses_between_the_centre_and_the_incumbent() -
         model = factories[arm](X, Y, bounds)
         assert fit_bo_model(model).succeeded
         evidence[name] = surrogates.map_objective(model)
-    assert evidence["centre"] != evidence["incumbent"]
+    # far enough apart that rounding on another CPU cannot change the choice
+    assert abs(evidence["centre"] - evidence["incumbent"]) > 1e-3
     chosen = selection(X, Y, bounds)
     winner = max(evidence, key=evidence.get)
     assert selection.choices == [winner]
