@@ -9,6 +9,13 @@ r"""Network-kernel BO surrogates compared in ``benchmarks/bo_offcentre.py``, bui
   (measured in screening only; it was left out of the library for its cost per iteration).
 * :class:`EvidenceSelection`: the activation (or any other choice among surrogates) chosen by
   evidence inside the loop, every candidate refitted at every iteration.
+* :class:`EvidenceAverage`: the same candidates averaged by evidence (Bayesian model averaging)
+  instead of one selected: the acquisition function sees a :class:`MixturePosterior`.
+
+References:
+
+.. [Hoeting1999] J. A. Hoeting, D. Madigan, A. E. Raftery and C. T. Volinsky. Bayesian model
+   averaging: a tutorial. Statistical Science 14(4), 1999.
 
 The module docstring of :mod:`gp_ntk.bo.models` explains how the bias variance decides between a
 nearly stationary kernel and one shaped around the origin.
@@ -21,6 +28,8 @@ from typing import Any
 
 import torch
 from botorch.models import SingleTaskGP
+from botorch.posteriors import Posterior
+from botorch.sampling.get_sampler import GetSampler, get_sampler
 from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import Kernel, ScaleKernel
 from gpytorch.priors import NormalPrior
@@ -37,7 +46,11 @@ from gp_ntk.bo.priors import (
 from gp_ntk.kernels.unit_variance import correlation_from_covariance
 
 __all__ = [
+    "EvidenceAverage",
     "EvidenceSelection",
+    "MixturePosterior",
+    "evidence_weights",
+    "is_model_average",
     "InputCentre",
     "NNGPNTKMixture",
     "make_offcentre_model",
@@ -314,13 +327,14 @@ class EvidenceSelection:
             and torch.equal(train_X[: last.shape[0]], last)
         )
 
-    def __call__(self, train_X: Tensor, train_Y: Tensor, bounds: Tensor) -> SingleTaskGP:
+    def _fit_candidates(self, train_X: Tensor, train_Y: Tensor, bounds: Tensor) -> list[tuple[float, str, SingleTaskGP]]:
+        """Every candidate fitted warm, as ``(map_objective, name, model)``, best first; failed fits left out."""
         from gp_ntk.bo import fit_bo_model, warm_start
 
         if not self._continues_run(train_X):
             self._fitted, self.choices = {}, []
         self._last_X = train_X.detach().clone()
-        best: tuple[float, str, SingleTaskGP] | None = None
+        fitted = []
         for name, factory in self.candidates.items():
             model = factory(train_X, train_Y, bounds)
             warm_start(model, self._fitted.get(name))
@@ -328,11 +342,154 @@ class EvidenceSelection:
                 continue
             self._fitted[name] = model
             score = map_objective(model)
-            if math.isfinite(score) and (best is None or score > best[0]):
-                best = (score, name, model)
-        if best is None:  # every fit failed: the loop's own fit reports it
-            name, factory = next(iter(self.candidates.items()))
-            self.choices.append(name)
-            return factory(train_X, train_Y, bounds)
-        self.choices.append(best[1])
-        return best[2]
+            if math.isfinite(score):
+                fitted.append((score, name, model))
+        return sorted(fitted, key=lambda entry: -entry[0])
+
+    def _unfitted_first(self, train_X: Tensor, train_Y: Tensor, bounds: Tensor) -> SingleTaskGP:
+        # every fit failed: the loop's own fit of the first candidate reports it
+        name, factory = next(iter(self.candidates.items()))
+        self.choices.append(name)
+        return factory(train_X, train_Y, bounds)
+
+    def __call__(self, train_X: Tensor, train_Y: Tensor, bounds: Tensor) -> SingleTaskGP:
+        fitted = self._fit_candidates(train_X, train_Y, bounds)
+        if not fitted:
+            return self._unfitted_first(train_X, train_Y, bounds)
+        _, name, model = fitted[0]
+        self.choices.append(name)
+        return model
+
+
+def evidence_weights(objectives: Tensor, num_observations: int) -> Tensor:
+    r"""Posterior model probabilities under a uniform prior over the models.
+
+    ``objectives`` are :func:`map_objective` values (per observation), so the log evidence of
+    model :math:`m` is :math:`n\,o_m` and its weight
+    :math:`w_m = \exp(n o_m) / \sum_j \exp(n o_j)` [Hoeting1999]_ (the MAP objective standing
+    in for the log marginal likelihood).
+    """
+    return torch.softmax(num_observations * objectives.to(torch.float64), dim=0)
+
+
+class MixturePosterior(Posterior):
+    r"""The posterior of a model average: component :math:`m` with probability :math:`w_m`.
+
+    Samples are stratified: of :math:`S` samples (the first sample dimension), component
+    :math:`m` draws those whose midpoint :math:`(s + 1/2)/S` falls in its share of
+    :math:`[0, 1)`, every component from the same base samples, so a sample path is one
+    component's path and the share of paths from :math:`m` is :math:`w_m` up to :math:`1/S`.
+    The mean and variance are the mixture's moments.
+    """
+
+    def __init__(self, components: list[Posterior], weights: Tensor) -> None:
+        if len(components) != weights.numel() or not components:
+            raise ValueError("components and weights must have the same, non-zero length")
+        self.components = components
+        self.weights = weights
+
+    @property
+    def device(self) -> torch.device:
+        return self.components[0].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.components[0].dtype
+
+    @property
+    def base_sample_shape(self) -> torch.Size:
+        return self.components[0].base_sample_shape
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        return self.components[0].batch_range
+
+    def _extended_shape(self, sample_shape: torch.Size = torch.Size()) -> torch.Size:  # noqa: B008
+        return self.components[0]._extended_shape(sample_shape)
+
+    @property
+    def mean(self) -> Tensor:
+        weights = self.weights.to(self.dtype)
+        return sum(w * c.mean for w, c in zip(weights, self.components))
+
+    @property
+    def variance(self) -> Tensor:
+        weights = self.weights.to(self.dtype)
+        second = sum(w * (c.variance + c.mean**2) for w, c in zip(weights, self.components))
+        return (second - self.mean**2).clamp_min(0.0)
+
+    def component_of_samples(self, num_samples: int) -> Tensor:
+        """Which component draws each of ``num_samples`` samples."""
+        midpoints = (torch.arange(num_samples, dtype=torch.float64) + 0.5) / num_samples
+        edges = torch.cumsum(self.weights.to(torch.float64), dim=0)[:-1]
+        return torch.bucketize(midpoints, edges, right=True)
+
+    def rsample_from_base_samples(self, sample_shape: torch.Size, base_samples: Tensor) -> Tensor:
+        draws = [c.rsample_from_base_samples(sample_shape, base_samples) for c in self.components]
+        which = self.component_of_samples(draws[0].shape[0]).to(draws[0].device)
+        which = which.view(-1, *([1] * (draws[0].dim() - 1)))
+        out = draws[0]
+        for index, draw in enumerate(draws[1:], start=1):
+            out = torch.where(which == index, draw, out)
+        return out
+
+    def rsample(self, sample_shape: torch.Size | None = None) -> Tensor:
+        sample_shape = torch.Size([1]) if sample_shape is None else torch.Size(sample_shape)
+        base = torch.randn(sample_shape + self.base_sample_shape, dtype=self.dtype, device=self.device)
+        return self.rsample_from_base_samples(sample_shape, base)
+
+
+@GetSampler.register(MixturePosterior)
+def _mixture_sampler(posterior: MixturePosterior, sample_shape: torch.Size, *, seed: int | None = None):
+    # every component draws from the same base samples: the first component's sampler serves all
+    return get_sampler(posterior.components[0], sample_shape=sample_shape, seed=seed)
+
+
+class EvidenceAverage(EvidenceSelection):
+    """Like :class:`EvidenceSelection`, but the acquisition sees every candidate, weighted by evidence.
+
+    Each call fits every candidate as :class:`EvidenceSelection` does, then returns the
+    best-scoring model with its ``posterior`` replaced by the :class:`MixturePosterior` of all
+    fitted candidates under :func:`evidence_weights` (Bayesian model averaging). The loop's own
+    fit of the returned model starts at its fitted state. ``choices`` records the best
+    candidate and ``weights`` the weights of every candidate (0 for a failed fit) per call.
+    Acquisition functions must be built with ``cache_root=False``: the mixture has no single
+    Cholesky factor to cache (:func:`is_model_average`).
+    """
+
+    def __init__(self, candidates: dict[str, Any]) -> None:
+        super().__init__(candidates)
+        self.weights: list[dict[str, float]] = []
+
+    def _continues_run(self, train_X: Tensor) -> bool:
+        continues = super()._continues_run(train_X)
+        if not continues:
+            self.weights = []
+        return continues
+
+    def __call__(self, train_X: Tensor, train_Y: Tensor, bounds: Tensor) -> SingleTaskGP:
+        fitted = self._fit_candidates(train_X, train_Y, bounds)
+        if not fitted:
+            return self._unfitted_first(train_X, train_Y, bounds)
+        objectives = torch.tensor([score for score, _, _ in fitted], dtype=torch.float64)
+        weights = evidence_weights(objectives, train_X.shape[0])
+        models = [model for _, _, model in fitted]
+        best = models[0]
+        self.choices.append(fitted[0][1])
+        shares = {name: 0.0 for name in self.candidates}
+        shares.update({name: float(w) for (_, name, _), w in zip(fitted, weights)})
+        self.weights.append(shares)
+        if len(models) > 1:
+            own_posteriors = [model.posterior for model in models]
+
+            def averaged_posterior(X: Tensor, *args: Any, **kwargs: Any) -> MixturePosterior:
+                return MixturePosterior([posterior(X, *args, **kwargs) for posterior in own_posteriors], weights)
+
+            best.posterior = averaged_posterior
+            best.is_model_average = True
+        return best
+
+
+def is_model_average(model: Any) -> bool:
+    """Whether ``model`` came from :class:`EvidenceAverage` with more than one fitted candidate."""
+    return bool(getattr(model, "is_model_average", False))
