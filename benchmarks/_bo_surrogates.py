@@ -327,7 +327,9 @@ class EvidenceSelection:
             and torch.equal(train_X[: last.shape[0]], last)
         )
 
-    def _fit_candidates(self, train_X: Tensor, train_Y: Tensor, bounds: Tensor) -> list[tuple[float, str, SingleTaskGP]]:
+    def _fit_candidates(
+        self, train_X: Tensor, train_Y: Tensor, bounds: Tensor
+    ) -> list[tuple[float, str, SingleTaskGP]]:
         """Every candidate fitted warm, as ``(map_objective, name, model)``, best first; failed fits left out."""
         from gp_ntk.bo import fit_bo_model, warm_start
 
@@ -483,7 +485,9 @@ class EvidenceAverage(EvidenceSelection):
             own_posteriors = [model.posterior for model in models]
 
             def averaged_posterior(X: Tensor, *args: Any, **kwargs: Any) -> MixturePosterior:
-                return MixturePosterior([posterior(X, *args, **kwargs) for posterior in own_posteriors], weights)
+                return MixturePosterior(
+                    [posterior(X, *args, **kwargs) for posterior in own_posteriors], weights
+                )
 
             best.posterior = averaged_posterior
             best.is_model_average = True

@@ -500,6 +500,82 @@ def test_origin_by_evidence_arm_chooses_between_the_centre_and_the_incumbent() -
     assert torch.allclose(chosen.input_transform(origin), torch.zeros_like(best), atol=1e-12)
 
 
+def test_mixture_posterior_draws_each_component_in_its_share_and_has_the_mixture_moments() -> None:
+    import torch
+    from botorch.posteriors import GPyTorchPosterior
+    from gpytorch.distributions import MultivariateNormal
+
+    _load("bo_offcentre")
+    surrogates = sys.modules["_bo_surrogates"]
+    torch.manual_seed(0)
+    components = []
+    for shift in (0.0, 3.0):
+        root = torch.randn(4, 4, dtype=torch.float64)
+        covariance = root @ root.T + 0.1 * torch.eye(4, dtype=torch.float64)
+        mean = torch.randn(4, dtype=torch.float64) + shift
+        components.append(GPyTorchPosterior(MultivariateNormal(mean, covariance)))
+    weights = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    mixture = surrogates.MixturePosterior(components, weights)
+    base = torch.randn(torch.Size([8]) + mixture.base_sample_shape, dtype=torch.float64)
+    draws = mixture.rsample_from_base_samples(torch.Size([8]), base)
+    own = [c.rsample_from_base_samples(torch.Size([8]), base) for c in components]
+    # samples 0-1 (midpoints 1/16, 3/16 below 1/4) from the first component, 2-7 from the second
+    assert torch.equal(draws[:2], own[0][:2]) and torch.equal(draws[2:], own[1][2:])
+    assert (
+        surrogates.MixturePosterior(components, torch.tensor([1.0, 0.0]))
+        .rsample_from_base_samples(torch.Size([8]), base)
+        .equal(own[0])
+    )
+    means = torch.stack([c.mean for c in components])
+    variances = torch.stack([c.variance for c in components])
+    expected_mean = 0.25 * means[0] + 0.75 * means[1]
+    expected_variance = 0.25 * variances[0] + 0.75 * variances[1] + 0.25 * 0.75 * (means[0] - means[1]) ** 2
+    assert torch.allclose(mixture.mean, expected_mean, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(mixture.variance, expected_variance, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="same, non-zero length"):
+        surrogates.MixturePosterior(components, weights[:1])
+
+
+def test_origin_averaged_arm_weighs_the_centre_and_the_incumbent_by_evidence() -> None:
+    import torch
+
+    from gp_ntk.bo import fit_bo_model
+
+    benchmark = _load("bo_offcentre")
+    surrogates = sys.modules["_bo_surrogates"]
+    factories = benchmark.surrogates()
+    average = factories["ntk-origin-averaged"]
+    assert isinstance(average, surrogates.EvidenceAverage)
+    assert sorted(average.candidates) == ["centre", "incumbent"]
+    assert "ntk-origin-averaged" in benchmark.COLD_STARTED
+    torch.manual_seed(5)
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = -(X - 0.8).pow(2).sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    alone, evidence = {}, {}
+    for name, arm in (("centre", "default"), ("incumbent", "ntk-incumbent")):
+        alone[name] = factories[arm](X, Y, bounds)
+        assert fit_bo_model(alone[name]).succeeded
+        evidence[name] = surrogates.map_objective(alone[name])
+    model = average(X, Y, bounds)
+    winner = max(evidence, key=evidence.get)
+    assert average.choices == [winner]
+    (shares,) = average.weights
+    assert math.isclose(sum(shares.values()), 1.0, rel_tol=1e-12)
+    # posterior model probabilities: odds exp(n * difference of per-observation objectives)
+    odds = math.exp(12 * (evidence["centre"] - evidence["incumbent"]))
+    assert math.isclose(shares["centre"] / shares["incumbent"], odds, rel_tol=1e-4)
+    assert surrogates.is_model_average(model)
+    test_X = torch.rand(5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        mixed = model.posterior(test_X).mean
+        expected = sum(shares[name] * alone[name].posterior(test_X).mean for name in alone)
+    assert torch.allclose(mixed, expected, rtol=1e-5, atol=1e-6)
+    # the benchmark's acquisition accepts the average (no cached Cholesky factor) and is finite
+    acquisition = benchmark._acquisition(model, X, Y)
+    assert torch.isfinite(acquisition(test_X.unsqueeze(1))).all()
+
+
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8"]
