@@ -48,11 +48,11 @@ from gp_ntk.kernels.unit_variance import correlation_from_covariance
 __all__ = [
     "EvidenceAverage",
     "EvidenceSelection",
+    "InputCentre",
     "MixturePosterior",
+    "NNGPNTKMixture",
     "evidence_weights",
     "is_model_average",
-    "InputCentre",
-    "NNGPNTKMixture",
     "make_offcentre_model",
     "map_objective",
     "offcentre_kernel",

@@ -467,10 +467,26 @@ def test_evidence_selection_returns_the_fitted_candidate_with_most_evidence_and_
         surrogates.EvidenceSelection({})
 
 
-def test_origin_by_evidence_arm_chooses_between_the_centre_and_the_incumbent() -> None:
+def _two_origins_fitted_alone(factories, surrogates):
+    """Data with the optimum off the centre, and the arms standing for the two origins fitted alone on it."""
     import torch
 
     from gp_ntk.bo import fit_bo_model
+
+    torch.manual_seed(5)
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = -(X - 0.8).pow(2).sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    alone, evidence = {}, {}
+    for name, arm in (("centre", "default"), ("incumbent", "ntk-incumbent")):
+        alone[name] = factories[arm](X, Y, bounds)
+        assert fit_bo_model(alone[name]).succeeded
+        evidence[name] = surrogates.map_objective(alone[name])
+    return X, Y, bounds, alone, evidence
+
+
+def test_origin_by_evidence_arm_chooses_between_the_centre_and_the_incumbent() -> None:
+    import torch
 
     benchmark = _load("bo_offcentre")
     surrogates = sys.modules["_bo_surrogates"]
@@ -479,17 +495,8 @@ def test_origin_by_evidence_arm_chooses_between_the_centre_and_the_incumbent() -
     assert isinstance(selection, surrogates.EvidenceSelection)
     assert sorted(selection.candidates) == ["centre", "incumbent"]
     assert "ntk-origin-by-evidence" in benchmark.COLD_STARTED
-    torch.manual_seed(5)
-    X = torch.rand(12, 3, dtype=torch.float64)
-    Y = -(X - 0.8).pow(2).sum(-1, keepdim=True)
-    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    X, Y, bounds, _, evidence = _two_origins_fitted_alone(factories, surrogates)
     best = X[Y.squeeze(-1).argmax()].unsqueeze(0)
-    # each candidate built and fitted alone: the same models as the arms they stand for
-    evidence = {}
-    for name, arm in (("centre", "default"), ("incumbent", "ntk-incumbent")):
-        model = factories[arm](X, Y, bounds)
-        assert fit_bo_model(model).succeeded
-        evidence[name] = surrogates.map_objective(model)
     # far enough apart that rounding on another CPU cannot change the choice
     assert abs(evidence["centre"] - evidence["incumbent"]) > 1e-3
     chosen = selection(X, Y, bounds)
@@ -539,8 +546,6 @@ def test_mixture_posterior_draws_each_component_in_its_share_and_has_the_mixture
 def test_origin_averaged_arm_weighs_the_centre_and_the_incumbent_by_evidence() -> None:
     import torch
 
-    from gp_ntk.bo import fit_bo_model
-
     benchmark = _load("bo_offcentre")
     surrogates = sys.modules["_bo_surrogates"]
     factories = benchmark.surrogates()
@@ -548,15 +553,7 @@ def test_origin_averaged_arm_weighs_the_centre_and_the_incumbent_by_evidence() -
     assert isinstance(average, surrogates.EvidenceAverage)
     assert sorted(average.candidates) == ["centre", "incumbent"]
     assert "ntk-origin-averaged" in benchmark.COLD_STARTED
-    torch.manual_seed(5)
-    X = torch.rand(12, 3, dtype=torch.float64)
-    Y = -(X - 0.8).pow(2).sum(-1, keepdim=True)
-    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
-    alone, evidence = {}, {}
-    for name, arm in (("centre", "default"), ("incumbent", "ntk-incumbent")):
-        alone[name] = factories[arm](X, Y, bounds)
-        assert fit_bo_model(alone[name]).succeeded
-        evidence[name] = surrogates.map_objective(alone[name])
+    X, Y, bounds, alone, evidence = _two_origins_fitted_alone(factories, surrogates)
     model = average(X, Y, bounds)
     winner = max(evidence, key=evidence.get)
     assert average.choices == [winner]
@@ -574,6 +571,12 @@ def test_origin_averaged_arm_weighs_the_centre_and_the_incumbent_by_evidence() -
     # the benchmark's acquisition accepts the average (no cached Cholesky factor) and is finite
     acquisition = benchmark._acquisition(model, X, Y)
     assert torch.isfinite(acquisition(test_X.unsqueeze(1))).all()
+    # data that do not extend the last call's start a new run; one candidate is no average
+    single = surrogates.EvidenceAverage({"centre": factories["default"]})
+    plain = single(X[4:], Y[4:], bounds)
+    assert single.weights == [{"centre": 1.0}] and not surrogates.is_model_average(plain)
+    average(X[4:], Y[4:], bounds)
+    assert len(average.weights) == 1 and len(average.choices) == 1
 
 
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
