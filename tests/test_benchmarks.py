@@ -347,12 +347,24 @@ def test_activation_arms_change_only_the_activation() -> None:
     Y = X.sum(-1, keepdim=True)
     bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
     default = benchmark.surrogates()["default"](X, Y, bounds).covar_module
-    for name, activation in (("ntk-erf", gp_ntk.activations.Erf), ("ntk-gelu", gp_ntk.activations.GELU)):
+    arms = (
+        ("ntk-erf", gp_ntk.activations.Erf),
+        ("ntk-gelu", gp_ntk.activations.GELU),
+        ("ntk-relu2", gp_ntk.activations.ArcCos),
+    )
+    for name, activation in arms:
         kernel = benchmark.surrogates()[name](X, Y, bounds).covar_module
         network = kernel.base_kernel.base_kernel
         assert isinstance(network, gp_ntk.NTKKernel) and network.depth == 3
         assert isinstance(network.activation, activation)
         assert kernel.state_dict().keys() == default.state_dict().keys()
+    assert (
+        benchmark.surrogates()["ntk-relu2"](
+            X, Y, bounds
+        ).covar_module.base_kernel.base_kernel.activation.order
+        == 2
+    )
+    assert not isinstance(default.base_kernel.base_kernel.activation, gp_ntk.activations.ArcCos)
 
 
 def test_bias_arms_move_only_the_bias_variance_start_and_prior_mode() -> None:
