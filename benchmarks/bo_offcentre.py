@@ -435,6 +435,10 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-origin-averaged": _bo_surrogates.EvidenceAverage(
             {"centre": _make_bo_model(), "incumbent": _incumbent_centred()}
         ),
+        # ReLU and ReLU squared averaged by evidence
+        "ntk-relu-relu2-averaged": _bo_surrogates.EvidenceAverage(
+            {"relu": _make_bo_model(), "relu2": _candidate(activation=ArcCos(2))}
+        ),
     }
 
 
@@ -465,6 +469,7 @@ COLD_STARTED = {
     "ntk-relu-or-erf",
     "ntk-origin-by-evidence",
     "ntk-origin-averaged",
+    "ntk-relu-relu2-averaged",
 }
 
 

@@ -591,6 +591,33 @@ def test_origin_averaged_arm_weighs_the_centre_and_the_incumbent_by_evidence() -
     assert len(average.weights) == 1 and len(average.choices) == 1
 
 
+def test_activation_averaged_arm_averages_relu_and_relu_squared() -> None:
+    import torch
+
+    import gp_ntk
+
+    benchmark = _load("bo_offcentre")
+    surrogates = sys.modules["_bo_surrogates"]
+    average = benchmark.surrogates()["ntk-relu-relu2-averaged"]
+    assert isinstance(average, surrogates.EvidenceAverage)
+    assert "ntk-relu-relu2-averaged" in benchmark.COLD_STARTED
+    torch.manual_seed(6)
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = -(X - 0.3).pow(2).sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    activations = {
+        name: factory(X, Y, bounds).covar_module.base_kernel.base_kernel.activation
+        for name, factory in average.candidates.items()
+    }
+    assert isinstance(activations["relu"], gp_ntk.activations.ReLU)
+    assert isinstance(activations["relu2"], gp_ntk.activations.ArcCos) and activations["relu2"].order == 2
+    model = average(X, Y, bounds)
+    (shares,) = average.weights
+    assert sorted(shares) == ["relu", "relu2"] and math.isclose(sum(shares.values()), 1.0, rel_tol=1e-12)
+    with torch.no_grad():
+        assert torch.isfinite(model.posterior(torch.rand(4, 3, dtype=torch.float64)).mean).all()
+
+
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8"]
