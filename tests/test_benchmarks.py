@@ -153,6 +153,37 @@ def test_paired_outcome_needs_a_consistent_difference() -> None:
     assert outcome({0: 1.0}, {0: 2.0}) == "n/a"
 
 
+def test_offcentre_time_table_splits_long_runs_at_the_ten_seed_budget() -> None:
+    benchmark = _load("bo_offcentre")
+    split = benchmark.TIME_SPLIT
+
+    def record(surrogate: str, q: int, evaluations: int, fit: float, acquisition: float) -> dict:
+        iterations = evaluations // q
+        return {
+            "problem": "levy-10",
+            "surrogate": surrogate,
+            "seed": 0,
+            "q": q,
+            "log_regret": [1.0],
+            # Iterations beyond the split are three times as dear, so each window has its own mean.
+            "fit_seconds": [fit * (3 if i * q >= split else 1) for i in range(iterations)],
+            "acquisition_seconds": [acquisition * (3 if i * q >= split else 1) for i in range(iterations)],
+            "noise": [0.01] * iterations,
+        }
+
+    long_run = [record("rbf", 1, 2 * split, 0.5, 0.25), record("default", 2, 2 * split, 1.0, 2.0)]
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line
+        for line in benchmark.tables(long_run).splitlines()
+        if line.startswith(("| all ", f"| evaluations 1–{split} ", f"| after {split} "))
+    }
+    assert rows[f"evaluations 1–{split}"].endswith("| 0.75 (0.50 + 0.25) | 3.00 (1.00 + 2.00) |")
+    assert rows[f"after {split}"].endswith("| 2.25 (1.50 + 0.75) | 9.00 (3.00 + 6.00) |")
+    assert rows["all"].endswith("| 1.50 (1.00 + 0.50) | 6.00 (2.00 + 4.00) |")
+    short = benchmark.tables([record("rbf", 1, split, 0.5, 0.25)])
+    assert "| all | 0.75 (0.50 + 0.25) |" in short and f"after {split}" not in short
+
+
 def test_offcentre_benchmark_quick_run_resumes(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     import torch
