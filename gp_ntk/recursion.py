@@ -271,7 +271,8 @@ def point_statistics(
 
 def zero_variances(stats: Tensor) -> tuple[bool, ...]:
     """Per layer, whether any point of ``stats`` (from :func:`point_statistics`) has variance 0."""
-    return tuple(bool(flag) for flag in (stats[..., 0::3] == 0).reshape(-1, stats.shape[-1] // 3).any(0))
+    # (one device sync for all layers)
+    return tuple((stats[..., 0::3] == 0).reshape(-1, stats.shape[-1] // 3).any(0).tolist())
 
 
 def output_variances(

@@ -485,3 +485,53 @@ def test_deepcopy_keeps_the_exact_values():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert float(clone.weight_variance) == pytest.approx(0.3, rel=1e-15, abs=0)
+
+
+def test_same_points_accepts_one_view_twice_and_refuses_aliases_that_differentiate_apart():
+    from gp_ntk.kernels._contract import same_points
+
+    base = torch.rand(7, 3, dtype=torch.float64).requires_grad_(True)
+    full = torch.cat([base, base * 2], dim=-2)
+    assert same_points(base, base)
+    assert same_points(full[4:], full[4:])  # GPyTorch's test block: two slices, one place
+    assert not same_points(full[4:], full[3:])  # another place
+    assert not same_points(full[4:], full[4:].clone())  # a copy (equal values, own gradient)
+    assert not same_points(full[4:], full[4:].detach())  # an alias that takes no gradient
+    assert not same_points(base.detach(), base.detach().requires_grad_(True))
+    square = torch.rand(3, 3, dtype=torch.float64)
+    assert not same_points(square, square.mT)  # one memory read two ways
+    assert same_points(square.detach(), square.detach())  # no gradients: one memory, one way
+    assert not same_points(square, square.float())
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: gp_ntk.NTKKernel(depth=3, bias_variance=0.1, ard_num_dims=3),
+        lambda: gp_ntk.kernels.UnitVarianceKernel(gp_ntk.NTKKernel(depth=3, bias_variance=0.1)),
+        lambda: gp_ntk.NNGPKernel(depth=2, activation="erf"),
+    ],
+    ids=["ntk-ard", "unit-variance-ntk", "nngp-erf"],
+)
+def test_two_slices_of_one_tensor_take_the_symmetric_path_with_the_right_gradient(build):
+    # exact predictions evaluate k(test, test) on two slices of cat([train, test])
+    kernel = build().to(torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    train = torch.rand(2, 6, 3, generator=generator, dtype=torch.float64) * 2 - 1
+    test = (torch.rand(2, 5, 3, generator=generator, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    full = torch.cat([train, test], dim=-2)
+    K = kernel(full[..., 6:, :], full[..., 6:, :]).to_dense()
+    # bitwise: the property is that it is the very computation of k(test, test), symmetric
+    assert torch.equal(K, kernel(test).to_dense())
+    assert torch.equal(K, K.mT)
+    (grad,) = torch.autograd.grad(K.sum(), test)
+    # the reference: two independent copies, each argument differentiated on its own
+    left, right = test.detach().clone().requires_grad_(True), test.detach().clone().requires_grad_(True)
+    expected = kernel(left, right).to_dense()
+    torch.testing.assert_close(K, expected, rtol=1e-12, atol=1e-13)
+    grads = torch.autograd.grad(expected.sum(), (left, right))
+    torch.testing.assert_close(grad, grads[0] + grads[1], rtol=1e-9, atol=1e-11)
+    # an alias that takes no gradient stays a one-sided derivative
+    one_sided = kernel(test, test.detach()).to_dense()
+    (grad_one_sided,) = torch.autograd.grad(one_sided.sum(), test)
+    torch.testing.assert_close(grad_one_sided, grads[0], rtol=1e-9, atol=1e-11)

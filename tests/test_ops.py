@@ -173,3 +173,27 @@ def test_arccos_j_pair_needs_order_one():
 
 def test_double_factorial():
     assert [double_factorial(n) for n in (-1, 0, 1, 2, 3, 5, 7)] == [1, 1, 1, 2, 3, 15, 105]
+
+
+@pytest.mark.parametrize("root", ["sqrt", "rsqrt"])
+def test_masked_roots_with_and_without_zeros(root):
+    from gp_ntk.ops import masked_rsqrt, masked_sqrt
+
+    masked, plain = (masked_sqrt, torch.sqrt) if root == "sqrt" else (masked_rsqrt, torch.rsqrt)
+    special = torch.tensor([4.0, 0.25, math.inf, math.nan, -1.0], dtype=torch.float64)
+    values = torch.cat([torch.rand(20, dtype=torch.float64) + 0.1, special])
+    for with_zero in (False, True):
+        var = torch.cat([values, torch.zeros(2, dtype=torch.float64)]) if with_zero else values
+        var = var.clone().requires_grad_(True)
+        result = masked(var)
+        (grad,) = torch.autograd.grad(result.sum(), var)
+        reference = var.detach().clone().requires_grad_(True)
+        (expected_grad,) = torch.autograd.grad(plain(reference).sum(), reference)
+        away = var.detach() != 0
+        # away from 0 the plain root, values and gradients (NaN, inf and negatives alike)
+        torch.testing.assert_close(result[away], plain(var.detach())[away], equal_nan=True)
+        torch.testing.assert_close(grad[away], expected_grad[away], equal_nan=True)
+        if with_zero:
+            # at 0: value 0 and a zero gradient, not rsqrt's inf or sqrt's infinite slope
+            assert torch.equal(result[~away].detach(), torch.zeros(2, dtype=torch.float64))
+            assert torch.equal(grad[~away], torch.zeros(2, dtype=torch.float64))

@@ -29,6 +29,36 @@ _STRUCTURE_FORMAT = 1
 # ------------------------------------------------------------------------------- inputs
 
 
+def same_points(x1: Tensor, x2: Tensor) -> bool:
+    """Whether ``k(x1, x2)`` may be evaluated as ``k(x1, x1)``: the same tensor, or the same view of it.
+
+    GPyTorch's exact predictions call a kernel on two slices of one tensor (the test rows of
+    the training and test points concatenated), which are distinct objects. Taken as they
+    come, the test block would be evaluated as a general matrix, with each side's statistics
+    twice, instead of as the symmetric one, exactly symmetric with an exactly unit
+    correlation diagonal. Equal values are not enough where gradients flow: ``x2`` may be
+    ``x1.detach()``. So the two must be views of one base tensor at one place (storage,
+    offset, shape and strides), both or neither recording gradients, or, where neither
+    records them, read the same memory the same way. O(1): nothing is compared elementwise.
+    """
+    if x1 is x2:
+        return True
+    if (
+        x1.shape != x2.shape
+        or x1.stride() != x2.stride()
+        or x1.dtype != x2.dtype
+        or x1.device != x2.device
+        or x1.data_ptr() != x2.data_ptr()
+        or x1.requires_grad != x2.requires_grad
+    ):
+        return False
+    if not x1.requires_grad:
+        return True
+    # views of one base differentiate into it alike; anything else (a detached alias, two
+    # leaves over one storage) may carry its own gradient
+    return x1._base is not None and x1._base is x2._base
+
+
 class UncentredInputWarning(UserWarning):
     r"""Every input of a dot-product kernel lies in :math:`[0, 1]^d`, one orthant.
 

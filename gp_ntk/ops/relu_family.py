@@ -64,8 +64,12 @@ def _reciprocal_or_zero(v: Tensor) -> Tensor:
     return torch.where(nonzero, 1.0 / torch.where(nonzero, v, 1.0), 0.0)
 
 
-def _side_statistics(stats: Tensor, layer: int, dim: int) -> tuple[Tensor, Tensor, Tensor]:
-    return tuple(stats[..., 3 * layer + k].unsqueeze(dim) for k in range(3))  # type: ignore[return-value]
+def _columns(stats: Tensor, dim: int) -> tuple[Tensor, ...]:
+    """Every column of a side's statistics, shaped ``(..., n, 1)`` (``dim=-1``, rows) or ``(..., 1, m)``
+    (``dim=-2``, columns): two view operations for all layers instead of two per statistic."""
+    if dim == -1:
+        return stats.unsqueeze(-1).unbind(-2)
+    return stats.unsqueeze(-3).unbind(-1)
 
 
 def _block_shape(
@@ -120,9 +124,10 @@ def _layers(
     scratch = matrix(shape, cov)
     one = cov.new_ones(())
     keep_sin = save and compute_ntk
+    columns1, columns2 = _columns(stats1, -1), _columns(stats2, -2)
     for layer, (w, b) in enumerate(zip(weights, biases)):
-        var1, std1, rstd1 = _side_statistics(stats1, layer, -1)
-        var2, std2, rstd2 = _side_statistics(stats2, layer, -2)
+        var1, std1, rstd1 = columns1[3 * layer : 3 * layer + 3]
+        var2, std2, rstd2 = columns2[3 * layer : 3 * layer + 3]
         # the outer product of the reciprocal deviations first: k(X, X) stays exactly symmetric
         c = _outer(rstd1, rstd2, matrix(shape, cov)).mul_(cov)
         both_zero = None
@@ -250,6 +255,9 @@ class _ReLUFamilyBlock(torch.autograd.Function):
         inverse2 = (
             inverse1 if want2 and stats2 is stats1 else (_reciprocal_or_zero(stats2) if want2 else None)
         )
+        columns1, columns2 = _columns(stats1, -1), _columns(stats2, -2)
+        inverse_columns1 = _columns(inverse1, -1) if want1 else None
+        inverse_columns2 = _columns(inverse2, -2) if want2 else None
         like = ctx.layers[-1][2]
         shape = like.shape
         if not compute_ntk:
@@ -263,12 +271,12 @@ class _ReLUFamilyBlock(torch.autograd.Function):
         for layer in reversed(range(num_layers)):
             c, sin, q, q_dot, clipped, both_zero, ntk_prev = ctx.layers[layer]
             w, b = weights[layer], biases[layer]
-            var1, std1, rstd1 = _side_statistics(stats1, layer, -1)
-            var2, std2, rstd2 = _side_statistics(stats2, layer, -2)
+            var1, std1, rstd1 = columns1[3 * layer : 3 * layer + 3]
+            var2, std2, rstd2 = columns2[3 * layer : 3 * layer + 3]
             if want1:
-                inv_std1, inv_rstd1 = (inverse1[..., 3 * layer + k].unsqueeze(-1) for k in (1, 2))
+                inv_std1, inv_rstd1 = inverse_columns1[3 * layer + 1 : 3 * layer + 3]
             if want2:
-                inv_std2, inv_rstd2 = (inverse2[..., 3 * layer + k].unsqueeze(-2) for k in (1, 2))
+                inv_std2, inv_rstd2 = inverse_columns2[3 * layer + 1 : 3 * layer + 3]
             # G: the gradient reaching this layer's covariance, which the NTK adds as its tangent
             G = g_cov
             if g_ntk is not None and widths is None and w is not None:
