@@ -16,16 +16,23 @@ affects them alike), and prints medians and ratios to BoTorch's default ``Single
   fitted on the first N - 1 points (``gp_ntk.bo.warm_start``, what ``run_bo`` does between
   iterations; the earlier fit is not timed).
 
+Besides the times it counts how often the acquisition optimisation evaluated qLogNEI and times
+one evaluation with its gradient at the ``(restarts, 1, d)`` candidates L-BFGS moves
+(``--calls`` of them, after the iteration, untimed by it): the iteration's acquisition time is
+about the product of the two, so the table says which of them a difference comes from.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bo_step.py                 # N = 20, d = 10, 7 repeats
     OMP_NUM_THREADS=1 python benchmarks/bo_step.py --n 10 20 40 --repeats 11
+    OMP_NUM_THREADS=1 python benchmarks/bo_step.py --n 40 110 --surrogates rbf-warm default-warm rbf
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import platform
 import statistics
 import time
@@ -89,10 +96,29 @@ def _fitted_on_all_but_the_last(factory, x, y):
     return model
 
 
+def call_time(acquisition, dim: int, restarts: int, calls: int, dtype: torch.dtype) -> float:
+    """Median seconds of one qLogNEI value and gradient at ``(restarts, 1, dim)`` candidates, as L-BFGS takes them."""
+    generator = torch.Generator().manual_seed(0)
+    candidates = torch.rand(restarts, 1, dim, generator=generator, dtype=dtype)
+    times = []
+    for call in range(calls + 2):  # two warm-up calls
+        start = time.perf_counter()
+        points = candidates.clone().requires_grad_(True)
+        torch.autograd.grad(acquisition(points).sum(), points)
+        if call >= 2:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def iteration(
-    factory, x, y, restarts: int, raw_samples: int, seed: int, previous=None
-) -> tuple[float, float]:
-    """Seconds to fit the model (from ``previous``'s hyperparameters if given) and to optimise qLogNEI (q = 1) on ``[0, 1]^d``."""
+    factory, x, y, restarts: int, raw_samples: int, seed: int, previous=None, calls: int = 0
+) -> tuple[float, float, int, float]:
+    """One BO iteration: fit the model (from ``previous``'s hyperparameters if given), optimise qLogNEI (q = 1) on ``[0, 1]^d``.
+
+    Returns the seconds of the fit and of the acquisition optimisation, how many times that
+    evaluated the acquisition function, and (with ``calls > 0``, untimed by the rest) the
+    median seconds of one value and gradient over ``calls`` evaluations.
+    """
     torch.manual_seed(seed)
     start = time.perf_counter()
     model = factory(x, y)
@@ -100,9 +126,14 @@ def iteration(
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     fitted = time.perf_counter()
     acquisition = qLogNoisyExpectedImprovement(model, x, prune_baseline=True)
+    evaluations = []
+    hook = acquisition.register_forward_hook(lambda *_: evaluations.append(1))
     bounds = torch.stack([torch.zeros(x.shape[-1]), torch.ones(x.shape[-1])]).to(x)
     optimize_acqf(acquisition, bounds, q=1, num_restarts=restarts, raw_samples=raw_samples)
-    return fitted - start, time.perf_counter() - fitted
+    optimised = time.perf_counter()
+    hook.remove()
+    one_call = call_time(acquisition, x.shape[-1], restarts, calls, x.dtype) if calls else float("nan")
+    return fitted - start, optimised - fitted, len(evaluations), one_call
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -113,6 +144,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--raw-samples", type=int, default=64)
     parser.add_argument("--surrogates", nargs="+", choices=list(SURROGATES), default=list(SURROGATES))
+    parser.add_argument(
+        "--calls",
+        type=int,
+        default=10,
+        help="evaluations of qLogNEI (value and gradient) timed one by one per repeat (0: none)",
+    )
     args = parser.parse_args(argv)
     print(
         f"{dt.datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, torch {torch.__version__}"
@@ -120,8 +157,11 @@ def main(argv: list[str] | None = None) -> dict:
         f" d = {args.dim}, qLogNEI q = 1, {args.restarts} restarts, {args.raw_samples} raw samples,"
         f" median of {args.repeats} (surrogates interleaved)"
     )
-    print("\n| N | surrogate | fit [s] | acquisition [s] | iteration [s] | / RBF |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print(
+        "\n| N | surrogate | fit [s] | acquisition [s] | iteration [s] | / RBF | acquisition"
+        f" calls | one call [ms] ({args.restarts} x 1 x {args.dim}) | / RBF |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     results = {}
     for n in args.n:
         x, y = _problem(n, args.dim, seed=n)
@@ -137,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
             for repeat in range(args.repeats + 1):  # the first round is a warm-up
                 for name in args.surrogates:
                     try:
-                        fit, acq = iteration(
+                        fit, acq, evaluations, one_call = iteration(
                             SURROGATES[name],
                             x,
                             y,
@@ -145,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
                             args.raw_samples,
                             seed=repeat,
                             previous=previous.get(name),
+                            calls=args.calls,
                         )
                     except FloatingPointError:
                         # a line search of the fit can probe variances that underflow; the
@@ -152,22 +193,37 @@ def main(argv: list[str] | None = None) -> dict:
                         failures[name] += 1
                         continue
                     if repeat:
-                        times[name][repeat] = (fit, acq, fit + acq)
+                        times[name][repeat] = (fit, acq, fit + acq, evaluations, one_call)
         medians = {
-            name: [statistics.median(t[i] for t in ts.values()) if ts else float("nan") for i in range(3)]
+            name: [statistics.median(t[i] for t in ts.values()) if ts else float("nan") for i in range(5)]
             for name, ts in times.items()
         }
-        # the ratio of medians of per-repeat ratios: each repeat ran every surrogate back to back
-        ratios = {
-            name: statistics.median(ts[r][2] / times["rbf"][r][2] for r in ts if r in times["rbf"])
-            if "rbf" in times and set(ts) & set(times["rbf"])
-            else float("nan")
-            for name, ts in times.items()
-        }
-        for name, (fit, acq, total) in medians.items():
+
+        def ratio(name: str, column: int) -> float:
+            # the median of per-repeat ratios: each repeat ran every surrogate back to back
+            ts, reference = times[name], times.get("rbf", {})
+            shared = [r for r in ts if r in reference]
+            return (
+                statistics.median(ts[r][column] / reference[r][column] for r in shared)
+                if shared
+                else math.nan
+            )
+
+        ratios = {name: ratio(name, 2) for name in times}
+        call_ratios = {name: ratio(name, 4) for name in times}
+        for name, (fit, acq, total, evaluations, one_call) in medians.items():
             failed = f" ({failures[name]} fits failed)" if failures[name] else ""
-            print(f"| {n} | {name}{failed} | {fit:.3f} | {acq:.3f} | {total:.3f} | {ratios[name]:.2f} |")
-        results[n] = {"medians": medians, "ratios": ratios}
+            print(
+                f"| {n} | {name}{failed} | {fit:.3f} | {acq:.3f} | {total:.3f} | {ratios[name]:.2f} |"
+                f" {evaluations:.0f} | {1e3 * one_call:.2f} | {call_ratios[name]:.2f} |"
+            )
+        results[n] = {
+            "medians": {name: values[:3] for name, values in medians.items()},
+            "ratios": ratios,
+            "acquisition_calls": {name: values[3] for name, values in medians.items()},
+            "call_seconds": {name: values[4] for name, values in medians.items()},
+            "call_ratios": call_ratios,
+        }
     return results
 
 

@@ -651,10 +651,13 @@ def test_activation_averaged_arm_averages_relu_and_relu_squared() -> None:
 
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
-        ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8"]
+        ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8", "--calls", "2"]
     )
     medians, ratios = results[8]["medians"], results[8]["ratios"]
     assert set(medians) == {"rbf", "default", "ntk-unit", "default-warm", "rbf-warm"}
     for name in ("rbf", "default", "default-warm", "rbf-warm"):
         assert all(math.isfinite(value) and value > 0 for value in medians[name]), name
-    assert ratios["rbf"] == 1.0
+        # the raw samples are one evaluation, L-BFGS adds at least one more
+        assert results[8]["acquisition_calls"][name] >= 2, name
+        assert math.isfinite(results[8]["call_seconds"][name]) and results[8]["call_seconds"][name] > 0, name
+    assert ratios["rbf"] == 1.0 and results[8]["call_ratios"]["rbf"] == 1.0

@@ -490,11 +490,11 @@ class VarianceKernel(Kernel):
         values = values.to(dtype=like.dtype, device=like.device).unsqueeze(-1)
         if not diag:
             values = values.unsqueeze(-1)
-        k = values.shape[-2 if diag else -3]
-        return [
-            values[..., (i if k > 1 else 0), :] if diag else values[..., (i if k > 1 else 0), :, :]
-            for i in range(count)
-        ]
+        axis = -2 if diag else -3
+        if values.shape[axis] > 1:
+            return list(values.unbind(axis))[:count]
+        # one value shared by every layer: one tensor (one autograd node), not one per layer
+        return [values.squeeze(axis)] * count
 
     def _variances(self) -> dict[str, Tensor]:
         """The constrained hyperparameters that exist on this kernel, by name.
