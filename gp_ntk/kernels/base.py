@@ -776,7 +776,7 @@ class VarianceKernel(Kernel):
         Args:
             x1: ``(..., n, d)`` inputs.
             x2: ``(..., m, d)`` inputs (``x2`` the same points as ``x1``, see
-                :func:`~gp_ntk.kernels._contract.same_points`: the symmetric matrix and one diagonal).
+                ``gp_ntk.kernels._contract.same_points``: the symmetric matrix and one diagonal).
         """
         if self.active_dims is not None:
             return None
