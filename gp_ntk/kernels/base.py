@@ -622,7 +622,7 @@ class VarianceKernel(Kernel):
             tiny = torch.finfo(stats.dtype).tiny
             var = output_variances(stats, self.activation, weights, biases)
             # the common case in one reduction (NaN fails it and goes on to the full test)
-            if bool(var.min() >= tiny) if var.numel() else True:
+            if var.numel() == 0 or bool(var.min() >= tiny):
                 return
             nonzero_input = (points != 0).any(-1)
             # finite values only: overflow and NaN are reported by _checked_output
@@ -743,9 +743,9 @@ class VarianceKernel(Kernel):
         )
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params):
-        self._check_inputs(x1, x2, diag, last_dim_is_batch)
         if same_points(x1, x2):
-            x2 = x1
+            x2 = x1  # (before the checks: one finiteness scan, not two)
+        self._check_inputs(x1, x2, diag, last_dim_is_batch)
         warn_if_uncentred(self, x1, x2)
         variances = self._variances()
         if diag or last_dim_is_batch:
@@ -780,9 +780,9 @@ class VarianceKernel(Kernel):
         """
         if self.active_dims is not None:
             return None
-        self._check_inputs(x1, x2, False, False)
         if same_points(x1, x2):
             x2 = x1
+        self._check_inputs(x1, x2, False, False)
         batch = (
             x1.shape[:-2]
             if x1.shape[:-2] == x2.shape[:-2]
