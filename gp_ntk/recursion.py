@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .ops import (
+    broadcast_shape,
     grad_free,
     masked_sqrt,
     outer,
@@ -122,7 +123,7 @@ def first_layer_covariance(
         cov = torch.add(cov, cov.mT).mul_(0.5)
     if bias_variance is None:
         return cov
-    if torch.broadcast_shapes(cov.shape, bias_variance.shape) == cov.shape:
+    if broadcast_shape(cov.shape, bias_variance.shape) == cov.shape:
         return cov.add_(bias_variance)
     return cov + bias_variance
 
@@ -257,16 +258,19 @@ def point_statistics(
     :func:`block_recursion` takes these for the rows and the columns of a block, so that a
     block of a large matrix costs only its own n x m work.
     """
-    columns = []
-    for layer in range(len(weight_variances)):
-        if layer > 0:
-            var = _affine(activation.variance(var), weight_variances[layer - 1], bias_variances[layer - 1])
-        columns += [var, masked_sqrt(var), snapped_rsqrt(var)]
+    variances = [var]
+    for layer in range(1, len(weight_variances)):
+        var = _affine(activation.variance(var), weight_variances[layer - 1], bias_variances[layer - 1])
+        variances.append(var)
+    # (..., L, n): one root of each kind for all layers, since for a small block each operation
+    # on the statistics costs its dispatch rather than its arithmetic
+    var = torch.stack(torch.broadcast_tensors(*variances), dim=-2)
     # Stored column-major (each statistic contiguous over the points): a fused block loop runs
     # over the columns of the block and reads one statistic of every column per layer, which is
     # then a contiguous, vectorisable load instead of a gather with a stride of 3L entries
     # (measured at depth 20, N = 8000: compiled evaluation 8.6 s row-major, see docs/benchmarks.md).
-    return torch.stack(torch.broadcast_tensors(*columns), dim=-2).mT
+    columns = torch.stack([var, masked_sqrt(var), snapped_rsqrt(var)], dim=-2)  # (..., L, 3, n)
+    return columns.flatten(-3, -2).mT
 
 
 def zero_variances(stats: Tensor) -> tuple[bool, ...]:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..ops import (
     arccos_j,
+    broadcast_shape,
     correlation,
     masked_sqrt,
     mul_temporary,
@@ -94,7 +95,7 @@ def activation_examples() -> list[Activation]:
 
 
 def _broadcast_expand(cov: Tensor, *others: Tensor) -> Tensor:
-    shape = torch.broadcast_shapes(cov.shape, *(t.shape for t in others))
+    shape = broadcast_shape(cov.shape, *(t.shape for t in others))
     return cov.expand(shape)
 
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .. import settings
 from ..engine import BlockedKernelLinearOperator, DenseKernel, Side, run_block
+from ..ops import broadcast_shape
 from ..recursion import (
     block_recursion,
     first_layer_covariance,
@@ -159,7 +160,7 @@ def check_inputs(
     if last_dim_is_batch:
         batch1, batch2 = batch1 + x1.shape[-1:], batch2 + x2.shape[-1:]
     try:
-        batch = batch1 if batch1 == batch2 else torch.broadcast_shapes(batch1, batch2)
+        batch = batch1 if batch1 == batch2 else broadcast_shape(batch1, batch2)
     except RuntimeError:
         raise ValueError(
             f"the batch shapes of x1 {tuple(batch1)} and x2 {tuple(batch2)} do not broadcast "
@@ -167,7 +168,7 @@ def check_inputs(
         ) from None
     if batch_shape is not None and batch_shape != batch and len(batch_shape):
         try:
-            torch.broadcast_shapes(batch, batch_shape)
+            broadcast_shape(batch, batch_shape)
         except RuntimeError:
             raise ValueError(
                 f"the inputs' batch shape {tuple(batch)} does not broadcast with the kernel's "
@@ -786,7 +787,7 @@ class VarianceKernel(Kernel):
         batch = (
             x1.shape[:-2]
             if x1.shape[:-2] == x2.shape[:-2]
-            else torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+            else broadcast_shape(x1.shape[:-2], x2.shape[:-2])
         )
         num_elements = x1.shape[-2] * x2.shape[-2] * max(1, batch.numel())
         if settings.lazy_evaluation.applies(x1.shape[-2], x2.shape[-2]) or settings.block_evaluation.applies(
@@ -846,7 +847,7 @@ class VarianceKernel(Kernel):
         The inputs must have been checked: blocks skip the checks. Matrices of at least
         :class:`gp_ntk.settings.compile_kernels`' size have their blocks compiled.
         """
-        batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+        batch = broadcast_shape(x1.shape[:-2], x2.shape[:-2])
         num_elements = x1.shape[-2] * x2.shape[-2] * max(1, batch.numel())
         if not settings.block_evaluation.applies(num_elements):
             side1 = self._side(x1, variances)

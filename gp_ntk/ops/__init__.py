@@ -6,7 +6,8 @@ r"""Tensor operations the kernels are built from; nothing here knows about layer
 * :mod:`~gp_ntk.ops.roots`: square roots that are 0, with a zero gradient, at 0;
 * :mod:`~gp_ntk.ops.products`: outer products and the symmetrisation that keep :math:`k(X, X)`
   exactly symmetric, and in-place products on temporaries;
-* :mod:`~gp_ntk.ops.polynomial`: Horner's rule.
+* :mod:`~gp_ntk.ops.polynomial`: Horner's rule;
+* :mod:`~gp_ntk.ops.shapes`: broadcasting of shapes at a fraction of ``torch.broadcast_shapes``' cost.
 * ``gp_ntk.ops.workspace``: matrix buffers kept between evaluations (no page faults on
   small blocks), reused only when nothing refers to them.
 
@@ -28,12 +29,14 @@ from .correlation import (
 from .polynomial import horner
 from .products import grad_free, mul_temporary, outer, symmetrize
 from .roots import masked_rsqrt, masked_sqrt
+from .shapes import broadcast_shape
 
 __all__ = [
     "SNAP_ULPS",
     "arccos_j",
     "arccos_j_coefficients",
     "arccos_j_pair",
+    "broadcast_shape",
     "clamp_unit",
     "correlation",
     "double_factorial",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .shapes import broadcast_shape
+
 __all__ = ["grad_free", "mul_temporary", "outer", "symmetrize"]
 
 
@@ -31,7 +33,7 @@ def mul_temporary(a: Tensor, b: Tensor | float) -> Tensor:
 
 
 def _broadcasts_into(b: Tensor | float, a: Tensor) -> bool:
-    return not isinstance(b, Tensor) or torch.broadcast_shapes(a.shape, b.shape) == a.shape
+    return not isinstance(b, Tensor) or broadcast_shape(a.shape, b.shape) == a.shape
 
 
 def symmetrize(a: Tensor) -> Tensor:

@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from .correlation import SNAP_ULPS
+from .shapes import broadcast_shape
 from .workspace import matrix
 
 #: blocks with fewer entries are evaluated (forward and backward) on one intra-op thread
@@ -59,9 +61,14 @@ def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
     return grad.sum_to_size(shape) if grad.shape != shape else grad
 
 
-def _reciprocal_or_zero(v: Tensor) -> Tensor:
-    nonzero = v != 0
-    return torch.where(nonzero, 1.0 / torch.where(nonzero, v, 1.0), 0.0)
+def _stacked_gradient(columns: list[Tensor | None], stats: Tensor, scale: float) -> Tensor:
+    """``scale`` times the gradient with respect to ``stats`` from its columns' (``None``: zero)."""
+    zero = None
+    for i, column in enumerate(columns):
+        if column is None:
+            zero = stats.new_zeros(stats.shape[:-1]) if zero is None else zero
+            columns[i] = zero
+    return torch.stack(columns, dim=-1).mul_(scale)
 
 
 def _columns(stats: Tensor, dim: int) -> tuple[Tensor, ...]:
@@ -88,7 +95,7 @@ def _block_shape(
         if cov.shape == (stats1.shape[0], stats2.shape[0]):
             return cov.shape
     shapes += [cov.shape, (*stats1.shape[:-1], 1), (*stats2.shape[:-2], 1, stats2.shape[-2])]
-    return torch.broadcast_shapes(*shapes)
+    return broadcast_shape(*shapes)
 
 
 def _outer(left: Tensor, right: Tensor, out: Tensor) -> Tensor:
@@ -247,17 +254,14 @@ class _ReLUFamilyBlock(torch.autograd.Function):
         weights, biases = values[:num_layers], values[num_layers:]
         needs = ctx.needs_input_grad[2:]  # cov, stats1, stats2, theta, *values
         want1, want2 = needs[1], needs[2]
-        g_stats1 = torch.zeros_like(stats1) if want1 else None
-        g_stats2 = torch.zeros_like(stats2) if want2 else None
+        # the gradients of the statistics' columns, 3 per layer (the variance's stays 0)
+        grads1 = [None] * stats1.shape[-1] if want1 else None
+        grads2 = [None] * stats2.shape[-1] if want2 else None
         g_values: list[Tensor | None] = [None] * len(values)
-        # 1 / s and 1 / r of every layer at once (0 where a statistic is 0)
-        inverse1 = _reciprocal_or_zero(stats1) if want1 else None
-        inverse2 = (
-            inverse1 if want2 and stats2 is stats1 else (_reciprocal_or_zero(stats2) if want2 else None)
-        )
         columns1, columns2 = _columns(stats1, -1), _columns(stats2, -2)
-        inverse_columns1 = _columns(inverse1, -1) if want1 else None
-        inverse_columns2 = _columns(inverse2, -2) if want2 else None
+        # point_statistics' r = snap / s (both 0 at v = 0): 1 / s = r / snap and 1 / r = s / snap,
+        # so the reciprocals are the other column, and the factor 1 / snap is applied once, at the end
+        unsnap = 1.0 / (1.0 + SNAP_ULPS * torch.finfo(stats1.dtype).eps)
         like = ctx.layers[-1][2]
         shape = like.shape
         if not compute_ntk:
@@ -273,10 +277,6 @@ class _ReLUFamilyBlock(torch.autograd.Function):
             w, b = weights[layer], biases[layer]
             var1, std1, rstd1 = columns1[3 * layer : 3 * layer + 3]
             var2, std2, rstd2 = columns2[3 * layer : 3 * layer + 3]
-            if want1:
-                inv_std1, inv_rstd1 = inverse_columns1[3 * layer + 1 : 3 * layer + 3]
-            if want2:
-                inv_std2, inv_rstd2 = inverse_columns2[3 * layer + 1 : 3 * layer + 3]
             # G: the gradient reaching this layer's covariance, which the NTK adds as its tangent
             G = g_cov
             if g_ntk is not None and widths is None and w is not None:
@@ -318,11 +318,9 @@ class _ReLUFamilyBlock(torch.autograd.Function):
                     col = None if col is None else col + widths[layer] * extra.sum(-2, keepdim=True)
             # q = (alpha J_1 + beta c) s1 s2: d/ds1 = q / s1
             if want1:
-                g = row * inv_std1
-                g_stats1[..., 3 * layer + 1] += _sum_to(g, std1.shape).squeeze(-1)
+                grads1[3 * layer + 1] = _sum_to(row * rstd1, std1.shape).squeeze(-1)
             if want2:
-                g = col * inv_std2
-                g_stats2[..., 3 * layer + 1] += _sum_to(g, std2.shape).squeeze(-2)
+                grads2[3 * layer + 1] = _sum_to(col * rstd2, std2.shape).squeeze(-2)
             g_c = g_q.mul_(_outer(std1, std2, scratch)).mul_(q_dot)
             if Z is not None:
                 inv_sin = torch.reciprocal(sin, out=scratch)
@@ -348,11 +346,9 @@ class _ReLUFamilyBlock(torch.autograd.Function):
                 # c = cov r1 r2: d/dr1 = c / r1
                 H = torch.mul(g_c, c, out=product)
                 if want1:
-                    g = H.sum(-1, keepdim=True) * inv_rstd1
-                    g_stats1[..., 3 * layer + 2] += _sum_to(g, rstd1.shape).squeeze(-1)
+                    grads1[3 * layer + 2] = _sum_to(H.sum(-1, keepdim=True) * std1, rstd1.shape).squeeze(-1)
                 if want2:
-                    g = H.sum(-2, keepdim=True) * inv_rstd2
-                    g_stats2[..., 3 * layer + 2] += _sum_to(g, rstd2.shape).squeeze(-2)
+                    grads2[3 * layer + 2] = _sum_to(H.sum(-2, keepdim=True) * std2, rstd2.shape).squeeze(-2)
             g_cov = g_c.mul_(_outer(rstd1, rstd2, scratch))
             own_cov = True
         g_theta = None
@@ -362,6 +358,8 @@ class _ReLUFamilyBlock(torch.autograd.Function):
             else:
                 g_cov = g_cov.add_(g_ntk)
         g_cov = _sum_to(g_cov, cov0.shape) if needs[0] else None
+        g_stats1 = _stacked_gradient(grads1, stats1, unsnap) if want1 else None
+        g_stats2 = _stacked_gradient(grads2, stats2, unsnap) if want2 else None
         return (None, None, g_cov, g_stats1, g_stats2, g_theta, *g_values)
 
 
