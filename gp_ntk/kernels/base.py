@@ -785,9 +785,7 @@ class VarianceKernel(Kernel):
             x2 = x1
         self._check_inputs(x1, x2, False, False)
         batch = (
-            x1.shape[:-2]
-            if x1.shape[:-2] == x2.shape[:-2]
-            else broadcast_shape(x1.shape[:-2], x2.shape[:-2])
+            x1.shape[:-2] if x1.shape[:-2] == x2.shape[:-2] else broadcast_shape(x1.shape[:-2], x2.shape[:-2])
         )
         num_elements = x1.shape[-2] * x2.shape[-2] * max(1, batch.numel())
         if settings.lazy_evaluation.applies(x1.shape[-2], x2.shape[-2]) or settings.block_evaluation.applies(
