@@ -454,3 +454,19 @@ def test_matrix_and_variances_declines_where_the_kernel_call_differs():
     assert kernel.matrix_and_variances(x1, x2) is not None
     with pytest.raises(ValueError, match="x2"):
         kernel.matrix_and_variances(x1, torch.randn(4, 5))
+
+
+@pytest.mark.parametrize("batch_shape", [torch.Size([]), torch.Size([3]), torch.Size([2, 1])])
+def test_batch_shape_is_gpytorchs_without_its_submodule_walk(batch_shape):
+    from gpytorch.kernels import Kernel
+
+    for kernel in (
+        gp_ntk.NTKKernel(2, "relu", batch_shape=batch_shape, ard_num_dims=3),
+        gp_ntk.NNGPKernel(3, "erf", batch_shape=batch_shape),
+        gp_ntk.ArcCosineKernel(1, batch_shape=batch_shape),
+    ):
+        # no gp_ntk network kernel holds sub-kernels: its own batch shape is GPyTorch's answer
+        assert list(kernel.sub_kernels()) == []
+        assert kernel.batch_shape == Kernel.batch_shape.fget(kernel) == batch_shape
+        kernel.batch_shape = torch.Size([5, *batch_shape])
+        assert kernel.batch_shape == Kernel.batch_shape.fget(kernel) == torch.Size([5, *batch_shape])

@@ -197,3 +197,31 @@ def test_masked_roots_with_and_without_zeros(root):
             # at 0: value 0 and a zero gradient, not rsqrt's inf or sqrt's infinite slope
             assert torch.equal(result[~away].detach(), torch.zeros(2, dtype=torch.float64))
             assert torch.equal(grad[~away], torch.zeros(2, dtype=torch.float64))
+
+
+def test_broadcast_shape_agrees_with_torch():
+    from gp_ntk.ops import broadcast_shape
+
+    generator = torch.Generator().manual_seed(0)
+    sizes = [0, 1, 1, 2, 3]
+    for _ in range(3000):
+        count = int(torch.randint(1, 5, (), generator=generator))
+        shapes = [
+            tuple(
+                sizes[int(i)]
+                for i in torch.randint(
+                    0, len(sizes), (int(torch.randint(0, 4, (), generator=generator)),), generator=generator
+                )
+            )
+            for _ in range(count)
+        ]
+        try:
+            expected = torch.broadcast_shapes(*shapes)
+        except RuntimeError:
+            with pytest.raises(RuntimeError, match="cannot be broadcast"):
+                broadcast_shape(*shapes)
+            continue
+        got = broadcast_shape(*shapes)
+        assert isinstance(got, torch.Size)
+        assert got == expected, shapes
+    assert broadcast_shape(torch.Size([2, 1, 4]), (3, 1), ()) == torch.Size([2, 3, 4])

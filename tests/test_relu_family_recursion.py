@@ -58,6 +58,44 @@ def test_fused_matches_generic_values_and_gradients(monkeypatch, cls, kwargs, sy
         torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_fused_matches_generic_at_zero_variances(monkeypatch, symmetric):
+    # without biases a zero input has variance 0 in every layer: its reciprocal statistics are
+    # 0, and the backward pass takes each reciprocal from the other statistic's column
+    generator = torch.Generator().manual_seed(4)
+    x1 = torch.randn(9, 4, dtype=torch.float64, generator=generator)
+    x1[2] = 0.0
+    x2 = None
+    if not symmetric:
+        x2 = torch.randn(6, 4, dtype=torch.float64, generator=generator)
+        x2[1] = 0.0
+    kwargs = {"bias_variance": 0.0}
+    fused = _values_and_gradients(gp_ntk.NTKKernel, kwargs, x1, x2)
+    with monkeypatch.context() as patch:
+        _generic(patch)
+        generic = _values_and_gradients(gp_ntk.NTKKernel, kwargs, x1, x2)
+    torch.testing.assert_close(fused[0], generic[0], rtol=1e-13, atol=1e-14)
+    for got, expected in zip(fused[1], generic[1]):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+
+
+def test_fused_matches_generic_with_broadcast_batches(monkeypatch):
+    # rows in a batch of 3, columns shared by the batch: the statistics' gradients of the
+    # columns are summed over the batch they were broadcast to
+    generator = torch.Generator().manual_seed(5)
+    x1 = torch.randn(3, 5, 4, dtype=torch.float64, generator=generator)
+    x2 = torch.randn(1, 7, 4, dtype=torch.float64, generator=generator)
+    kwargs = {"ard_num_dims": 4}
+    fused = _values_and_gradients(gp_ntk.NTKKernel, kwargs, x1, x2)
+    with monkeypatch.context() as patch:
+        _generic(patch)
+        generic = _values_and_gradients(gp_ntk.NTKKernel, kwargs, x1, x2)
+    torch.testing.assert_close(fused[0], generic[0], rtol=1e-13, atol=1e-14)
+    for got, expected in zip(fused[1], generic[1]):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+
+
 def test_fused_second_derivatives_match_generic(monkeypatch):
     x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     kernel = gp_ntk.NTKKernel(2, "relu", weight_variance=1.7, bias_variance=0.2).double()

@@ -209,6 +209,17 @@ class VarianceKernel(Kernel):
 
     has_lengthscale = False
 
+    @property
+    def batch_shape(self) -> torch.Size:
+        # These kernels hold no sub-kernels, so their batch shape is their own; GPyTorch's
+        # property walks every submodule to find sub-kernels, at a cost comparable to a small
+        # block's first layer, on every call
+        return self._batch_shape
+
+    @batch_shape.setter
+    def batch_shape(self, value: torch.Size) -> None:
+        self._batch_shape = value
+
     def __init__(
         self,
         weight_variance: float | Sequence[float],
@@ -608,29 +619,37 @@ class VarianceKernel(Kernel):
         var = first_layer_variances(points, weight, bias)
         weights, biases = self._recursion_layers(var, True, variances)
         stats = point_statistics(var, self.activation, weights, biases)
+        positive = False
         if check and settings.check_finite.on() and not torch.compiler.is_compiling():
-            self._check_underflow(points, stats, weights, biases)
+            positive = self._check_underflow(points, stats, weights, biases)
         group = None
         if needs_identical_points(self.activation) and not torch.compiler.is_compiling():
             if not shares_variances(var, var, symmetric=True):
                 group = object()
-        return Side(points, stats, zero_variances(stats), exponents, group)
+        # (every variance at least the smallest normal number: none is 0, known without a test)
+        zeros = (False,) * (stats.shape[-1] // 3) if positive else zero_variances(stats)
+        return Side(points, stats, zeros, exponents, group)
 
-    def _check_underflow(self, points: Tensor, stats: Tensor, weights: list, biases: list) -> None:
+    def _check_underflow(self, points: Tensor, stats: Tensor, weights: list, biases: list) -> bool:
         """Raise ``FloatingPointError`` where a variance of a non-zero input reaches 0 or a
-        subnormal number: the kernel values of such a point would be rounding noise."""
+        subnormal number: the kernel values of such a point would be rounding noise.
+
+        Returns whether every variance is at least the smallest normal number (the common case).
+        """
         with torch.no_grad():
             tiny = torch.finfo(stats.dtype).tiny
             var = output_variances(stats, self.activation, weights, biases)
             # the common case in one reduction (NaN fails it and goes on to the full test)
-            if var.numel() == 0 or bool(var.min() >= tiny):
-                return
+            if var.numel() == 0:
+                return False
+            if bool(var.min() >= tiny):
+                return True
             nonzero_input = (points != 0).any(-1)
             # finite values only: overflow and NaN are reported by _checked_output
             low = (var < tiny) & torch.isfinite(var)
             collapsed = low & nonzero_input.unsqueeze(-1)
             if not bool(collapsed.any()):
-                return
+                return False
             layers = collapsed.reshape(-1, collapsed.shape[-1]).any(0).nonzero().flatten().tolist()
         depth = getattr(self, "depth", getattr(self, "num_layers", 1))
         name, dtype = type(self).__name__, stats.dtype
