@@ -377,10 +377,13 @@ def relu_family_recursion(
     standard_ntk: tuple[Tensor, Sequence[float]] | None,
     generic,
 ) -> tuple[Tensor, Tensor | None]:
-    """The block recursion for duals ``q = s1 s2 (alpha J_1 + beta c)``, ``q_dot = alpha J_0 + beta``.
+    r"""The block recursion for duals ``q = s1 s2 (alpha J_1 + beta c)``, ``q_dot = alpha J_0 + beta``.
 
-    ``generic(cov, stats1, stats2, theta, weights, biases)`` is the same recursion by plain
-    differentiable operations, used for second derivatives.
+    ``stats1``, ``stats2`` are the rows' and columns' ``gp_ntk.recursion.point_statistics``, whose
+    reciprocal deviation is :math:`r = (1 + 2\epsilon)/s` (0 where :math:`s = 0`): the backward pass
+    takes :math:`1/s` and :math:`1/r` from that relation. ``generic(cov, stats1, stats2, theta,
+    weights, biases)`` is the same recursion by plain differentiable operations, used for second
+    derivatives.
     """
     weights = list(weight_variances)
     biases = list(bias_variances)
