@@ -41,6 +41,17 @@ def _values_and_gradients(cls, kwargs, x1, x2):
     return matrix.detach(), torch.autograd.grad((weights * matrix).sum(), inputs)
 
 
+def _assert_fused_matches_generic(monkeypatch, cls, kwargs, x1, x2):
+    fused = _values_and_gradients(cls, kwargs, x1, x2)
+    with monkeypatch.context() as patch:
+        _generic(patch)
+        generic = _values_and_gradients(cls, kwargs, x1, x2)
+    torch.testing.assert_close(fused[0], generic[0], rtol=1e-13, atol=1e-14)
+    for got, expected in zip(fused[1], generic[1]):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+
+
 @pytest.mark.parametrize("cls, kwargs", CASES)
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_fused_matches_generic_values_and_gradients(monkeypatch, cls, kwargs, symmetric):
@@ -49,13 +60,7 @@ def test_fused_matches_generic_values_and_gradients(monkeypatch, cls, kwargs, sy
     x1[3] = x1[1]  # a duplicate point: correlation 1
     x1[4] = -x1[2]  # an antipodal pair: correlation -1
     x2 = None if symmetric else torch.randn(11, 5, dtype=torch.float64, generator=generator)
-    fused = _values_and_gradients(cls, kwargs, x1, x2)
-    with monkeypatch.context() as patch:
-        _generic(patch)
-        generic = _values_and_gradients(cls, kwargs, x1, x2)
-    torch.testing.assert_close(fused[0], generic[0], rtol=1e-13, atol=1e-14)
-    for got, expected in zip(fused[1], generic[1]):
-        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+    _assert_fused_matches_generic(monkeypatch, cls, kwargs, x1, x2)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
@@ -69,15 +74,7 @@ def test_fused_matches_generic_at_zero_variances(monkeypatch, symmetric):
     if not symmetric:
         x2 = torch.randn(6, 4, dtype=torch.float64, generator=generator)
         x2[1] = 0.0
-    kwargs = {"bias_variance": 0.0}
-    fused = _values_and_gradients(gp_ntk.NTKKernel, kwargs, x1, x2)
-    with monkeypatch.context() as patch:
-        _generic(patch)
-        generic = _values_and_gradients(gp_ntk.NTKKernel, kwargs, x1, x2)
-    torch.testing.assert_close(fused[0], generic[0], rtol=1e-13, atol=1e-14)
-    for got, expected in zip(fused[1], generic[1]):
-        assert torch.isfinite(got).all()
-        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+    _assert_fused_matches_generic(monkeypatch, gp_ntk.NTKKernel, {"bias_variance": 0.0}, x1, x2)
 
 
 def test_fused_matches_generic_with_broadcast_batches(monkeypatch):
@@ -86,14 +83,7 @@ def test_fused_matches_generic_with_broadcast_batches(monkeypatch):
     generator = torch.Generator().manual_seed(5)
     x1 = torch.randn(3, 5, 4, dtype=torch.float64, generator=generator)
     x2 = torch.randn(1, 7, 4, dtype=torch.float64, generator=generator)
-    kwargs = {"ard_num_dims": 4}
-    fused = _values_and_gradients(gp_ntk.NTKKernel, kwargs, x1, x2)
-    with monkeypatch.context() as patch:
-        _generic(patch)
-        generic = _values_and_gradients(gp_ntk.NTKKernel, kwargs, x1, x2)
-    torch.testing.assert_close(fused[0], generic[0], rtol=1e-13, atol=1e-14)
-    for got, expected in zip(fused[1], generic[1]):
-        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+    _assert_fused_matches_generic(monkeypatch, gp_ntk.NTKKernel, {"ard_num_dims": 4}, x1, x2)
 
 
 def test_fused_second_derivatives_match_generic(monkeypatch):
