@@ -439,6 +439,10 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-relu-relu2-averaged": _bo_surrogates.EvidenceAverage(
             {"relu": _make_bo_model(), "relu2": _candidate(activation=ArcCos(2))}
         ),
+        # the default and Matern-5/2 ARD (BoTorch's Gamma priors) averaged by evidence
+        "ntk-matern-averaged": _bo_surrogates.EvidenceAverage(
+            {"relu": _make_bo_model(), "matern": base._matern}
+        ),
     }
 
 
@@ -470,6 +474,7 @@ COLD_STARTED = {
     "ntk-origin-by-evidence",
     "ntk-origin-averaged",
     "ntk-relu-relu2-averaged",
+    "ntk-matern-averaged",
 }
 
 

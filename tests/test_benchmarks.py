@@ -649,6 +649,31 @@ def test_activation_averaged_arm_averages_relu_and_relu_squared() -> None:
         assert torch.isfinite(model.posterior(torch.rand(4, 3, dtype=torch.float64)).mean).all()
 
 
+def test_matern_averaged_arm_averages_the_default_and_matern() -> None:
+    import torch
+    from gpytorch.kernels import MaternKernel
+
+    import gp_ntk
+
+    benchmark = _load("bo_offcentre")
+    surrogates = sys.modules["_bo_surrogates"]
+    average = benchmark.surrogates()["ntk-matern-averaged"]
+    assert isinstance(average, surrogates.EvidenceAverage)
+    assert "ntk-matern-averaged" in benchmark.COLD_STARTED
+    torch.manual_seed(7)
+    X = torch.rand(12, 3, dtype=torch.float64)
+    Y = -(X - 0.3).pow(2).sum(-1, keepdim=True)
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    kernels = {name: factory(X, Y, bounds).covar_module for name, factory in average.candidates.items()}
+    assert isinstance(kernels["relu"].base_kernel.base_kernel, gp_ntk.NTKKernel)
+    assert isinstance(kernels["matern"].base_kernel, MaternKernel) and kernels["matern"].base_kernel.nu == 2.5
+    model = average(X, Y, bounds)
+    (shares,) = average.weights
+    assert sorted(shares) == ["matern", "relu"] and math.isclose(sum(shares.values()), 1.0, rel_tol=1e-12)
+    with torch.no_grad():
+        assert torch.isfinite(model.posterior(torch.rand(4, 3, dtype=torch.float64)).mean).all()
+
+
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8", "--calls", "2"]
