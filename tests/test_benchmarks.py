@@ -622,56 +622,58 @@ def test_origin_averaged_arm_weighs_the_centre_and_the_incumbent_by_evidence() -
     assert len(average.weights) == 1 and len(average.choices) == 1
 
 
-def test_activation_averaged_arm_averages_relu_and_relu_squared() -> None:
+def _averaged_arm(name: str, seed: int):
+    """An evidence-average arm of the benchmark (run cold, its candidates warm) and small data."""
     import torch
 
-    import gp_ntk
-
     benchmark = _load("bo_offcentre")
-    surrogates = sys.modules["_bo_surrogates"]
-    average = benchmark.surrogates()["ntk-relu-relu2-averaged"]
-    assert isinstance(average, surrogates.EvidenceAverage)
-    assert "ntk-relu-relu2-averaged" in benchmark.COLD_STARTED
-    torch.manual_seed(6)
+    average = benchmark.surrogates()[name]
+    assert isinstance(average, sys.modules["_bo_surrogates"].EvidenceAverage)
+    assert name in benchmark.COLD_STARTED
+    torch.manual_seed(seed)
     X = torch.rand(12, 3, dtype=torch.float64)
     Y = -(X - 0.3).pow(2).sum(-1, keepdim=True)
     bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    return average, X, Y, bounds
+
+
+def _check_average(average, X, Y, bounds) -> None:
+    """One call weighs every candidate (weights summing to 1) and gives a finite posterior."""
+    import torch
+
+    model = average(X, Y, bounds)
+    (shares,) = average.weights
+    assert sorted(shares) == sorted(average.candidates)
+    assert math.isclose(sum(shares.values()), 1.0, rel_tol=1e-12)
+    with torch.no_grad():
+        assert torch.isfinite(model.posterior(torch.rand(4, 3, dtype=torch.float64)).mean).all()
+
+
+def test_activation_averaged_arm_averages_relu_and_relu_squared() -> None:
+    import gp_ntk
+
+    average, X, Y, bounds = _averaged_arm("ntk-relu-relu2-averaged", seed=6)
     activations = {
         name: factory(X, Y, bounds).covar_module.base_kernel.base_kernel.activation
         for name, factory in average.candidates.items()
     }
+    assert sorted(activations) == ["relu", "relu2"]
     assert isinstance(activations["relu"], gp_ntk.activations.ReLU)
     assert isinstance(activations["relu2"], gp_ntk.activations.ArcCos) and activations["relu2"].order == 2
-    model = average(X, Y, bounds)
-    (shares,) = average.weights
-    assert sorted(shares) == ["relu", "relu2"] and math.isclose(sum(shares.values()), 1.0, rel_tol=1e-12)
-    with torch.no_grad():
-        assert torch.isfinite(model.posterior(torch.rand(4, 3, dtype=torch.float64)).mean).all()
+    _check_average(average, X, Y, bounds)
 
 
 def test_matern_averaged_arm_averages_the_default_and_matern() -> None:
-    import torch
     from gpytorch.kernels import MaternKernel
 
     import gp_ntk
 
-    benchmark = _load("bo_offcentre")
-    surrogates = sys.modules["_bo_surrogates"]
-    average = benchmark.surrogates()["ntk-matern-averaged"]
-    assert isinstance(average, surrogates.EvidenceAverage)
-    assert "ntk-matern-averaged" in benchmark.COLD_STARTED
-    torch.manual_seed(7)
-    X = torch.rand(12, 3, dtype=torch.float64)
-    Y = -(X - 0.3).pow(2).sum(-1, keepdim=True)
-    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    average, X, Y, bounds = _averaged_arm("ntk-matern-averaged", seed=7)
     kernels = {name: factory(X, Y, bounds).covar_module for name, factory in average.candidates.items()}
+    assert sorted(kernels) == ["matern", "relu"]
     assert isinstance(kernels["relu"].base_kernel.base_kernel, gp_ntk.NTKKernel)
     assert isinstance(kernels["matern"].base_kernel, MaternKernel) and kernels["matern"].base_kernel.nu == 2.5
-    model = average(X, Y, bounds)
-    (shares,) = average.weights
-    assert sorted(shares) == ["matern", "relu"] and math.isclose(sum(shares.values()), 1.0, rel_tol=1e-12)
-    with torch.no_grad():
-        assert torch.isfinite(model.posterior(torch.rand(4, 3, dtype=torch.float64)).mean).all()
+    _check_average(average, X, Y, bounds)
 
 
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
