@@ -23,6 +23,7 @@ from .correlation import (
     correlation,
     gram_determinant,
     scaled_correlation,
+    snap_factor,
     snapped_rsqrt,
     unit_diagonal,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "mul_temporary",
     "outer",
     "scaled_correlation",
+    "snap_factor",
     "snapped_rsqrt",
     "symmetrize",
     "unit_diagonal",

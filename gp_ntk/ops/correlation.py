@@ -14,6 +14,7 @@ __all__ = [
     "correlation",
     "gram_determinant",
     "scaled_correlation",
+    "snap_factor",
     "snapped_rsqrt",
     "unit_diagonal",
 ]
@@ -26,6 +27,11 @@ __all__ = [
 SNAP_ULPS = 2.0
 
 
+def snap_factor(dtype: torch.dtype) -> float:
+    r""":math:`1 + 2\epsilon`, the factor of :func:`snapped_rsqrt` in ``dtype``."""
+    return 1.0 + SNAP_ULPS * torch.finfo(dtype).eps
+
+
 def snapped_rsqrt(var: Tensor) -> Tensor:
     r""":math:`(1 + 2\epsilon)/\sqrt{v}` (0 at :math:`v = 0`): a side's factor of :func:`scaled_correlation`.
 
@@ -36,7 +42,7 @@ def snapped_rsqrt(var: Tensor) -> Tensor:
     the same value as on the diagonal; elsewhere it moves :math:`c` by less than its rounding.
     (Both sides take the square root of the factor so that the product stays symmetric.)
     """
-    return masked_rsqrt(var) * (1.0 + SNAP_ULPS * torch.finfo(var.dtype).eps)
+    return masked_rsqrt(var) * snap_factor(var.dtype)
 
 
 def scaled_correlation(

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from .correlation import SNAP_ULPS
+from .correlation import snap_factor
 from .shapes import broadcast_shape
 from .workspace import matrix
 
@@ -63,12 +63,8 @@ def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
 
 def _stacked_gradient(columns: list[Tensor | None], stats: Tensor, scale: float) -> Tensor:
     """``scale`` times the gradient with respect to ``stats`` from its columns' (``None``: zero)."""
-    zero = None
-    for i, column in enumerate(columns):
-        if column is None:
-            zero = stats.new_zeros(stats.shape[:-1]) if zero is None else zero
-            columns[i] = zero
-    return torch.stack(columns, dim=-1).mul_(scale)
+    zero = stats.new_zeros(stats.shape[:-1])
+    return torch.stack([zero if column is None else column for column in columns], dim=-1).mul_(scale)
 
 
 def _columns(stats: Tensor, dim: int) -> tuple[Tensor, ...]:
@@ -261,7 +257,7 @@ class _ReLUFamilyBlock(torch.autograd.Function):
         columns1, columns2 = _columns(stats1, -1), _columns(stats2, -2)
         # point_statistics' r = snap / s (both 0 at v = 0): 1 / s = r / snap and 1 / r = s / snap,
         # so the reciprocals are the other column, and the factor 1 / snap is applied once, at the end
-        unsnap = 1.0 / (1.0 + SNAP_ULPS * torch.finfo(stats1.dtype).eps)
+        unsnap = 1.0 / snap_factor(stats1.dtype)
         like = ctx.layers[-1][2]
         shape = like.shape
         if not compute_ntk:
