@@ -43,6 +43,7 @@ __all__ = [
     "needs_identical_points",
     "output_variances",
     "point_statistics",
+    "relu_family_coefficients",
     "shares_variances",
     "zero_variances",
 ]
@@ -333,7 +334,7 @@ def block_recursion(
     # (the fused path pays on small blocks, where the number of matrix-sized operations
     # dominates; above 2**18 entries the generic recursion was measured faster: docs/benchmarks.md)
     if identical is None and not torch.compiler.is_compiling() and cov.numel() < ONE_THREAD_BELOW:
-        coefficients = _relu_family_coefficients(activation)
+        coefficients = relu_family_coefficients(activation)
         if coefficients is not None:
             # ReLU family: all layers in one autograd function with a closed-form backward pass;
             # `generic` serves its double backward
@@ -382,7 +383,8 @@ def block_recursion(
     )
 
 
-def _relu_family_coefficients(activation: Activation) -> tuple[float, float] | None:
+def relu_family_coefficients(activation: Activation) -> tuple[float, float] | None:
+    """``(alpha, beta)`` of a ReLU-family activation (see ``gp_ntk.ops.relu_family``), else ``None``."""
     from .activations.relu_family import ABReLU
 
     return activation.relu_family_coefficients() if isinstance(activation, ABReLU) else None

@@ -13,7 +13,7 @@ def _generic(monkeypatch):
     # the generic recursion: hide the activation's fused-recursion coefficients
     from gp_ntk import recursion
 
-    monkeypatch.setattr(recursion, "_relu_family_coefficients", lambda activation: None)
+    monkeypatch.setattr(recursion, "relu_family_coefficients", lambda activation: None)
 
 
 CASES = [

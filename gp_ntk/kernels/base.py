@@ -26,6 +26,7 @@ from ..recursion import (
     needs_identical_points,
     output_variances,
     point_statistics,
+    relu_family_coefficients,
     shares_variances,
     zero_variances,
 )
@@ -43,6 +44,7 @@ from ._contract import (
     set_variance,
     warn_if_uncentred,
 )
+from ._unit_block import unit_variance_block
 
 __all__ = ["VarianceKernel", "check_inputs"]
 
@@ -108,6 +110,11 @@ def _times_power_of_two(values: Tensor, exponents: Tensor) -> Tensor:
         values = values * torch.ldexp(torch.ones_like(part, dtype=values.dtype), part)
         exponents = exponents - part
     return values
+
+
+def _same_values(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors hold the same values (shape, dtype and device included)."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
 
 
 def _all_finite(values: Tensor) -> bool:
@@ -822,6 +829,108 @@ class VarianceKernel(Kernel):
             diagonals.append(self._checked_output(ntk if self._returns_ntk else nngp, (x, x, variances)))
         matrix = self._checked_output(matrix, (x1, x2, variances))
         return matrix, diagonals[0], diagonals[-1]
+
+    def unit_variance_matrix(self, x1: Tensor, x2: Tensor) -> Tensor | None:
+        r""":math:`k(x_i, y_j) / \sqrt{k(x_i, x_i)\,k(y_j, y_j)}` as one autograd node, or ``None``.
+
+        :class:`~gp_ntk.kernels.UnitVarianceKernel`'s matrix for small dense blocks of a
+        ReLU-family kernel in the NTK parameterization with biases (``gp_ntk.bo``'s default): the
+        first layer, the per-point statistics, the recursion and the normalisation in one forward
+        pass with a hand-written backward pass (``gp_ntk.kernels._unit_block``), which at BO sizes
+        costs a fraction of the generic evaluation's operations. The values are those of the
+        generic path. ``None`` wherever that path is needed instead (another activation, zero
+        variances, ``active_dims``, large or compiled blocks): call
+        :meth:`matrix_and_variances` or the kernel.
+        """
+        coefficients = relu_family_coefficients(self.activation)
+        if coefficients is None or self.active_dims is not None or torch.compiler.is_compiling():
+            return None
+        if same_points(x1, x2):
+            x2 = x1
+        self._check_inputs(x1, x2, False, False)
+        rows, cols = x1.shape[-2], x2.shape[-2]
+        if x1.shape[:-2] == x2.shape[:-2]:
+            batch = x1.shape[:-2]
+        else:
+            batch = broadcast_shape(x1.shape[:-2], x2.shape[:-2])
+        if settings.lazy_evaluation.applies(rows, cols) or settings.block_evaluation.applies(
+            rows * cols * max(1, batch.numel())
+        ):
+            return None
+        if not x1.dtype.is_floating_point or self._standard_ntk(x1, x2, False, x1 is x2) is not None:
+            return None
+        variances = self._variances()
+        weight, bias = self._first_layer(x1, variances)
+        weights, biases = self._recursion_layers(x1, False, variances)
+        if bias is None or not all(isinstance(v, Tensor) for v in (*weights, *biases)):
+            return None
+        warn_if_uncentred(self, x1, x2)
+        symmetric = x2 is x1
+        sides, diagonals = [], []
+        for x in (x1,) if symmetric else (x1, x2):
+            side, diagonal = self._constant_side(x, variances, not symmetric)
+            if side is None:
+                return None
+            sides.append(side)
+            diagonals.append(diagonal)
+        matrix = unit_variance_block(
+            self.activation,
+            coefficients,
+            x1,
+            x2,
+            weight,
+            bias,
+            weights,
+            biases,
+            sides[0].stats,
+            sides[-1].stats,
+            None if symmetric else diagonals[0],
+            None if symmetric else diagonals[1],
+            self._returns_ntk,
+        )
+        return self._checked_output(matrix, (x1, x2, variances))
+
+    #: how many inputs :meth:`_constant_side` remembers (a BO acquisition call evaluates the
+    #: candidates against the training points and against themselves: two sides)
+    _CONSTANT_SIDES = 2
+
+    def _constant_side(
+        self, x: Tensor, variances: dict[str, Tensor], with_diagonal: bool
+    ) -> tuple[Side | None, Tensor | None]:
+        """``x``'s statistics without gradient (and its points' own variances ``k(x, x)``), or
+        ``(None, None)`` where the fused path does not apply (zero variances, rescaled inputs).
+
+        Remembered for the last few inputs and hyperparameter values, compared by value: an
+        acquisition function evaluates the same training points at every call, and its
+        candidates in two blocks of one call. The statistics are constants of the fused
+        function, whose backward pass differentiates them itself, so that a remembered copy is as
+        good as a new one.
+        """
+        values = tuple(variances.values())
+        memo = self.__dict__.get("_constant_sides", ())
+        for entry in memo:
+            if _same_values(entry[0], x) and all(_same_values(a, b) for a, b in zip(entry[1], values)):
+                side, diagonal = entry[2], entry[3]
+                break
+        else:
+            side = diagonal = None
+            with torch.no_grad():
+                side = self._side(x, variances)
+            if side.exponents is not None or any(side.zeros) or side.group is not None:
+                return None, None
+            entry = None
+        if with_diagonal and diagonal is None:
+            with torch.no_grad():
+                nngp, ntk = self._pair_diagonal(side, side, self._returns_ntk, variances)
+            diagonal = self._checked_output(ntk if self._returns_ntk else nngp, (x, x, variances))
+        if entry is None or (with_diagonal and entry[3] is None):
+            kept = tuple(e for e in memo if e is not entry)[: self._CONSTANT_SIDES - 1]
+            key = x.detach().clone()
+            # (the remembered side holds the copy, not x: x may carry the graph of its call)
+            side = side._replace(points=key)
+            frozen = (key, tuple(v.detach().clone() for v in values), side, diagonal)
+            self.__dict__["_constant_sides"] = (frozen, *kept)
+        return side, diagonal
 
     def nngp_and_ntk(
         self,

@@ -82,6 +82,11 @@ class UnitVarianceKernel(Kernel):
             return correlation_from_covariance(
                 covariance, variance1, self.base_kernel(x2, diag=True), diag=True
             )
+        fused = getattr(self.base_kernel, "unit_variance_matrix", None)
+        matrix = None if fused is None else fused(x1, x2)
+        if matrix is not None:
+            # small blocks of gp_ntk's ReLU-family kernels: the whole matrix as one autograd node
+            return matrix
         one_pass = getattr(self.base_kernel, "matrix_and_variances", None)
         parts = None if one_pass is None or x1 is x2 else one_pass(x1, x2)
         if parts is not None:

@@ -101,7 +101,7 @@ def _outer(left: Tensor, right: Tensor, out: Tensor) -> Tensor:
     return out.copy_(left * right)
 
 
-def _layers(
+def relu_family_layers(
     alpha: float,
     beta: float,
     cov: Tensor,
@@ -192,7 +192,7 @@ class _ReLUFamilyBlock(torch.autograd.Function):
         weights, biases = values[:num_layers], values[num_layers:]
         ntk0 = (cov if theta is None else theta) if compute_ntk else None
         with one_thread(cov.numel()):
-            nngp, ntk, saved = _layers(
+            nngp, ntk, saved = relu_family_layers(
                 alpha,
                 beta,
                 cov,
@@ -245,118 +245,142 @@ class _ReLUFamilyBlock(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, g_nngp, g_ntk):
-        alpha, beta, num_layers, compute_ntk, symmetric, zeros, widths = ctx.spec
         cov0, stats1, stats2, theta, *values = ctx.saved_tensors
-        weights, biases = values[:num_layers], values[num_layers:]
-        needs = ctx.needs_input_grad[2:]  # cov, stats1, stats2, theta, *values
-        want1, want2 = needs[1], needs[2]
-        # the gradients of the statistics' columns, 3 per layer (the variance's stays 0)
-        grads1 = [None] * stats1.shape[-1] if want1 else None
-        grads2 = [None] * stats2.shape[-1] if want2 else None
-        g_values: list[Tensor | None] = [None] * len(values)
-        columns1, columns2 = _columns(stats1, -1), _columns(stats2, -2)
-        # point_statistics' r = snap / s (both 0 at v = 0): 1 / s = r / snap and 1 / r = s / snap,
-        # so the reciprocals are the other column, and the factor 1 / snap is applied once, at the end
+        g_cov, grads1, grads2, g_theta, g_values = block_backward(
+            ctx.spec, ctx.layers, cov0, stats1, stats2, theta, values, ctx.needs_input_grad[2:], g_nngp, g_ntk
+        )
         unsnap = 1.0 / snap_factor(stats1.dtype)
-        like = ctx.layers[-1][2]
-        shape = like.shape
-        if not compute_ntk:
-            g_ntk = None
-        # the incoming gradients are only read; own_*: the tensor is this pass's to overwrite
-        g_cov, own_cov, own_ntk = g_nngp, False, False
-        scratch, product = matrix(shape, like), matrix(shape, like)
-        ntk_product = matrix(shape, like) if g_ntk is not None else None
-        # the band of the singular slope 1/sin(theta) at c = +-1 (see gp_ntk's arccos_j)
-        band = 4.0 * math.sqrt(torch.finfo(like.dtype).eps)
-        for layer in reversed(range(num_layers)):
-            c, sin, q, q_dot, clipped, both_zero, ntk_prev = ctx.layers[layer]
-            w, b = weights[layer], biases[layer]
-            var1, std1, rstd1 = columns1[3 * layer : 3 * layer + 3]
-            var2, std2, rstd2 = columns2[3 * layer : 3 * layer + 3]
-            # G: the gradient reaching this layer's covariance, which the NTK adds as its tangent
-            G = g_cov
-            if g_ntk is not None and widths is None and w is not None:
-                if G is None:
-                    G, own_cov = g_ntk, False
-                elif own_cov:
-                    G = G.add_(g_ntk)
-                else:
-                    G, own_cov = torch.add(G, g_ntk, out=matrix(shape, like)), True
-            if G is None:
-                G, own_cov = torch.zeros(shape, dtype=like.dtype, device=like.device), True
-            if b is not None and needs[4 + num_layers + layer]:
-                g_values[num_layers + layer] = _sum_to(G.sum((-1, -2), keepdim=True), b.shape)
-            Z = None if g_ntk is None else torch.mul(g_ntk, ntk_prev, out=ntk_product)
-            # P = G q: the weight's gradient, and (times w) that of q's factor s1 s2
-            wants_w = w is not None and needs[4 + layer]
-            P = torch.mul(G, q, out=product) if want1 or want2 or wants_w else None
-            row = col = None
-            if want1 or want2:
-                row = P.sum(-1, keepdim=True) if want1 else None
-                col = P.sum(-2, keepdim=True) if want2 else None
-            if wants_w:
-                g_w = row.sum(-2, keepdim=True) if row is not None else P.sum((-1, -2), keepdim=True)
-                if Z is not None:
-                    g_w = g_w + torch.mul(Z, q_dot, out=product).sum((-1, -2), keepdim=True)
-                g_values[layer] = _sum_to(g_w, w.shape)
-            if w is None:
-                g_q = G if own_cov else torch.mul(G, 1.0, out=matrix(shape, like))
-            else:
-                g_q = G.mul_(w) if own_cov else torch.mul(G, w, out=matrix(shape, like))
-                row = None if row is None else row * w
-                col = None if col is None else col * w
-            standard = g_ntk is not None and widths is not None and w is not None
-            if standard:
-                g_q.add_(g_ntk, alpha=widths[layer])
-                if want1 or want2:
-                    extra = torch.mul(g_ntk, q, out=product)
-                    row = None if row is None else row + widths[layer] * extra.sum(-1, keepdim=True)
-                    col = None if col is None else col + widths[layer] * extra.sum(-2, keepdim=True)
-            # q = (alpha J_1 + beta c) s1 s2: d/ds1 = q / s1
-            if want1:
-                grads1[3 * layer + 1] = _sum_to(row * rstd1, std1.shape).squeeze(-1)
-            if want2:
-                grads2[3 * layer + 1] = _sum_to(col * rstd2, std2.shape).squeeze(-2)
-            g_c = g_q.mul_(_outer(std1, std2, scratch)).mul_(q_dot)
-            if Z is not None:
-                inv_sin = torch.reciprocal(sin, out=scratch)
-                if symmetric:
-                    inv_sin.diagonal(dim1=-2, dim2=-1).fill_(0.0)
-                if not float(inv_sin.max()) < 1.0 / band:
-                    inv_sin.masked_fill_(~(sin > band), 0.0)
-                g_c.addcmul_(Z if w is None else Z.mul_(w), inv_sin, value=alpha)
-                if own_ntk:
-                    g_ntk = g_ntk.mul_(q_dot)
-                else:
-                    g_ntk, own_ntk = torch.mul(g_ntk, q_dot, out=matrix(shape, like)), True
-                if w is not None:
-                    g_ntk.mul_(w)
-            # the clamp, the exact unit diagonal and the zero-variance pairs pass no gradient
-            if clipped is not None:
-                g_c.masked_fill_(clipped, 0.0)
-            if both_zero is not None:
-                g_c.masked_fill_(both_zero, 0.0)
-            if symmetric:
-                g_c.diagonal(dim1=-2, dim2=-1).fill_(0.0)
-            if want1 or want2:
-                # c = cov r1 r2: d/dr1 = c / r1
-                H = torch.mul(g_c, c, out=product)
-                if want1:
-                    grads1[3 * layer + 2] = _sum_to(H.sum(-1, keepdim=True) * std1, rstd1.shape).squeeze(-1)
-                if want2:
-                    grads2[3 * layer + 2] = _sum_to(H.sum(-2, keepdim=True) * std2, rstd2.shape).squeeze(-2)
-            g_cov = g_c.mul_(_outer(rstd1, rstd2, scratch))
-            own_cov = True
-        g_theta = None
-        if g_ntk is not None:
-            if theta is not None:
-                g_theta = _sum_to(g_ntk, theta.shape) if needs[3] else None
-            else:
-                g_cov = g_cov.add_(g_ntk)
-        g_cov = _sum_to(g_cov, cov0.shape) if needs[0] else None
-        g_stats1 = _stacked_gradient(grads1, stats1, unsnap) if want1 else None
-        g_stats2 = _stacked_gradient(grads2, stats2, unsnap) if want2 else None
+        g_stats1 = None if grads1 is None else _stacked_gradient(grads1, stats1, unsnap)
+        g_stats2 = None if grads2 is None else _stacked_gradient(grads2, stats2, unsnap)
         return (None, None, g_cov, g_stats1, g_stats2, g_theta, *g_values)
+
+
+def block_backward(
+    spec: tuple,
+    layers: list,
+    cov0: Tensor,
+    stats1: Tensor,
+    stats2: Tensor,
+    theta: Tensor | None,
+    values: Sequence[Tensor | None],
+    needs: Sequence[bool],
+    g_nngp: Tensor | None,
+    g_ntk: Tensor | None,
+) -> tuple:
+    """The backward pass of the layers that ``relu_family_layers(..., save=True)`` saved as ``layers``.
+
+    ``needs``: which of ``(cov, stats1, stats2, theta, *values)`` want a gradient. Returns
+    ``(g_cov, grads1, grads2, g_theta, g_values)``; ``grads1``, ``grads2`` are the gradients of
+    the statistics' columns (``None`` where zero or not wanted), each :func:`snap_factor` times
+    its value (see the reciprocals below).
+    """
+    alpha, beta, num_layers, compute_ntk, symmetric, zeros, widths = spec
+    weights, biases = values[:num_layers], values[num_layers:]
+    want1, want2 = needs[1], needs[2]
+    # the gradients of the statistics' columns, 3 per layer (the variance's stays 0)
+    grads1 = [None] * stats1.shape[-1] if want1 else None
+    grads2 = [None] * stats2.shape[-1] if want2 else None
+    g_values: list[Tensor | None] = [None] * len(values)
+    columns1, columns2 = _columns(stats1, -1), _columns(stats2, -2)
+    # point_statistics' r = snap / s (both 0 at v = 0): 1 / s = r / snap and 1 / r = s / snap,
+    # so the reciprocals are the other column, and the factor 1 / snap is applied once, at the end
+    like = layers[-1][2]
+    shape = like.shape
+    if not compute_ntk:
+        g_ntk = None
+    # the incoming gradients are only read; own_*: the tensor is this pass's to overwrite
+    g_cov, own_cov, own_ntk = g_nngp, False, False
+    scratch, product = matrix(shape, like), matrix(shape, like)
+    ntk_product = matrix(shape, like) if g_ntk is not None else None
+    # the band of the singular slope 1/sin(theta) at c = +-1 (see gp_ntk's arccos_j)
+    band = 4.0 * math.sqrt(torch.finfo(like.dtype).eps)
+    for layer in reversed(range(num_layers)):
+        c, sin, q, q_dot, clipped, both_zero, ntk_prev = layers[layer]
+        w, b = weights[layer], biases[layer]
+        var1, std1, rstd1 = columns1[3 * layer : 3 * layer + 3]
+        var2, std2, rstd2 = columns2[3 * layer : 3 * layer + 3]
+        # G: the gradient reaching this layer's covariance, which the NTK adds as its tangent
+        G = g_cov
+        if g_ntk is not None and widths is None and w is not None:
+            if G is None:
+                G, own_cov = g_ntk, False
+            elif own_cov:
+                G = G.add_(g_ntk)
+            else:
+                G, own_cov = torch.add(G, g_ntk, out=matrix(shape, like)), True
+        if G is None:
+            G, own_cov = torch.zeros(shape, dtype=like.dtype, device=like.device), True
+        if b is not None and needs[4 + num_layers + layer]:
+            g_values[num_layers + layer] = _sum_to(G.sum((-1, -2), keepdim=True), b.shape)
+        Z = None if g_ntk is None else torch.mul(g_ntk, ntk_prev, out=ntk_product)
+        # P = G q: the weight's gradient, and (times w) that of q's factor s1 s2
+        wants_w = w is not None and needs[4 + layer]
+        P = torch.mul(G, q, out=product) if want1 or want2 or wants_w else None
+        row = col = None
+        if want1 or want2:
+            row = P.sum(-1, keepdim=True) if want1 else None
+            col = P.sum(-2, keepdim=True) if want2 else None
+        if wants_w:
+            g_w = row.sum(-2, keepdim=True) if row is not None else P.sum((-1, -2), keepdim=True)
+            if Z is not None:
+                g_w = g_w + torch.mul(Z, q_dot, out=product).sum((-1, -2), keepdim=True)
+            g_values[layer] = _sum_to(g_w, w.shape)
+        if w is None:
+            g_q = G if own_cov else torch.mul(G, 1.0, out=matrix(shape, like))
+        else:
+            g_q = G.mul_(w) if own_cov else torch.mul(G, w, out=matrix(shape, like))
+            row = None if row is None else row * w
+            col = None if col is None else col * w
+        standard = g_ntk is not None and widths is not None and w is not None
+        if standard:
+            g_q.add_(g_ntk, alpha=widths[layer])
+            if want1 or want2:
+                extra = torch.mul(g_ntk, q, out=product)
+                row = None if row is None else row + widths[layer] * extra.sum(-1, keepdim=True)
+                col = None if col is None else col + widths[layer] * extra.sum(-2, keepdim=True)
+        # q = (alpha J_1 + beta c) s1 s2: d/ds1 = q / s1
+        if want1:
+            grads1[3 * layer + 1] = _sum_to(row * rstd1, std1.shape).squeeze(-1)
+        if want2:
+            grads2[3 * layer + 1] = _sum_to(col * rstd2, std2.shape).squeeze(-2)
+        g_c = g_q.mul_(_outer(std1, std2, scratch)).mul_(q_dot)
+        if Z is not None:
+            inv_sin = torch.reciprocal(sin, out=scratch)
+            if symmetric:
+                inv_sin.diagonal(dim1=-2, dim2=-1).fill_(0.0)
+            if not float(inv_sin.max()) < 1.0 / band:
+                inv_sin.masked_fill_(~(sin > band), 0.0)
+            g_c.addcmul_(Z if w is None else Z.mul_(w), inv_sin, value=alpha)
+            if own_ntk:
+                g_ntk = g_ntk.mul_(q_dot)
+            else:
+                g_ntk, own_ntk = torch.mul(g_ntk, q_dot, out=matrix(shape, like)), True
+            if w is not None:
+                g_ntk.mul_(w)
+        # the clamp, the exact unit diagonal and the zero-variance pairs pass no gradient
+        if clipped is not None:
+            g_c.masked_fill_(clipped, 0.0)
+        if both_zero is not None:
+            g_c.masked_fill_(both_zero, 0.0)
+        if symmetric:
+            g_c.diagonal(dim1=-2, dim2=-1).fill_(0.0)
+        if want1 or want2:
+            # c = cov r1 r2: d/dr1 = c / r1
+            H = torch.mul(g_c, c, out=product)
+            if want1:
+                grads1[3 * layer + 2] = _sum_to(H.sum(-1, keepdim=True) * std1, rstd1.shape).squeeze(-1)
+            if want2:
+                grads2[3 * layer + 2] = _sum_to(H.sum(-2, keepdim=True) * std2, rstd2.shape).squeeze(-2)
+        g_cov = g_c.mul_(_outer(rstd1, rstd2, scratch))
+        own_cov = True
+    g_theta = None
+    if g_ntk is not None:
+        if theta is not None:
+            g_theta = _sum_to(g_ntk, theta.shape) if needs[3] else None
+        else:
+            g_cov = g_cov.add_(g_ntk)
+    g_cov = _sum_to(g_cov, cov0.shape) if needs[0] else None
+    return g_cov, grads1, grads2, g_theta, g_values
 
 
 def relu_family_recursion(
@@ -392,7 +416,7 @@ def relu_family_recursion(
         return _ReLUFamilyBlock.apply(spec, generic, cov, stats1, stats2, theta, *values)
     ntk0 = (cov if theta is None else theta) if compute_ntk else None
     with one_thread(cov.numel()):
-        nngp, ntk, _ = _layers(
+        nngp, ntk, _ = relu_family_layers(
             alpha,
             beta,
             cov,

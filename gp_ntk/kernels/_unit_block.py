@@ -1,0 +1,343 @@
+r"""A small unit-variance block of a ReLU-family kernel as one autograd function.
+
+An acquisition function evaluates a BO surrogate's kernel thousands of times on blocks of a
+few by a hundred points, where every torch operation costs its dispatch rather than its
+arithmetic, and every differentiable one adds an autograd node. :class:`_UnitBlock` takes the
+inputs and the layers' variances to the correlation matrix
+
+.. math::
+    \tilde k(x_i, y_j) = \frac{k(x_i, y_j)}{\sqrt{k(x_i, x_i)\,k(y_j, y_j)}}
+
+in one forward pass (the first layer, the per-point statistics, the block recursion of
+:func:`~gp_ntk.ops.relu_family.relu_family_layers` and the diagonals) and writes the backward
+pass by hand, reusing :func:`~gp_ntk.ops.relu_family.block_backward` for the block. Besides
+the block, everything is a linear recursion over the points' variances: with
+:math:`\kappa = \mathbb E[\phi(u)^2]/\operatorname{Var} u = \mathbb E[\phi'(u)^2]` (both
+:math:`(a^2 + b^2)/2` for :math:`\phi(u) = a\min(u, 0) + b\max(u, 0)`),
+
+.. math::
+    v_0 = b_0 + \sum_i w_{0,i} x_i^2,\quad v_{l+1} = b_l + w_l \kappa v_l,\quad
+    \Theta_0 = v_0,\quad \Theta_{l+1} = v_{l+1} + w_l \kappa\,\Theta_l,
+
+and a point's variance :math:`k(x, x)` is :math:`\Theta_L` (NTK) or :math:`v_L` (NNGP).
+The values are those of the generic evaluation (same operations, same order); where a second
+derivative is asked for, the backward pass differentiates the generic evaluation instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..ops.correlation import snap_factor
+from ..ops.relu_family import block_backward, one_thread, relu_family_layers
+from ..recursion import (
+    block_recursion,
+    first_layer_covariance,
+    first_layer_variances,
+    layer_recursion,
+    point_statistics,
+)
+from .unit_variance import correlation_from_covariance
+
+__all__ = ["unit_variance_block", "unit_variance_block_reference"]
+
+
+def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    return grad.sum_to_size(shape) if grad.shape != shape else grad
+
+
+def _vector(value: Tensor) -> Tensor:
+    """A ``(..., 1, 1)`` variance as ``(..., 1)``, to broadcast against ``(..., n)``."""
+    return value.squeeze(-1)
+
+
+def unit_variance_block_reference(
+    activation,
+    x1: Tensor,
+    x2: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    compute_ntk: bool,
+    symmetric: bool,
+) -> Tensor:
+    """The same matrix by the generic, autograd-differentiable evaluation (second derivatives)."""
+    cov = first_layer_covariance(x1, x2, weight, bias, symmetric)
+    vectors = [_vector(w) for w in weights], [_vector(b) for b in biases]
+    var1 = first_layer_variances(x1, weight, bias)
+    stats1 = point_statistics(var1, activation, *vectors)
+    var2 = var1 if symmetric else first_layer_variances(x2, weight, bias)
+    stats2 = stats1 if symmetric else point_statistics(var2, activation, *vectors)
+    nngp, ntk = block_recursion(cov, stats1, stats2, activation, weights, biases, compute_ntk, symmetric)
+    matrix = ntk if compute_ntk else nngp
+    if symmetric:
+        diagonal = matrix.diagonal(dim1=-2, dim2=-1)
+        return correlation_from_covariance(matrix, diagonal, diagonal)
+    diagonals = []
+    for var in (var1, var2):
+        nngp_diag, ntk_diag = layer_recursion(var, var, var, activation, *vectors, compute_ntk, diag=True)
+        diagonals.append(ntk_diag if compute_ntk else nngp_diag)
+    return correlation_from_covariance(matrix, *diagonals)
+
+
+def _forward(spec: tuple, x1: Tensor, x2: Tensor, weight: Tensor, bias: Tensor, values, save: bool):
+    alpha, beta, _, num_layers, compute_ntk, symmetric, stats1, stats2, diag1, diag2 = spec
+    weights, biases = values[:num_layers], values[num_layers:]
+    cov = first_layer_covariance(x1, x2, weight, bias, symmetric)
+    no_zeros = (False,) * num_layers
+    nngp, ntk, saved = relu_family_layers(
+        alpha,
+        beta,
+        cov,
+        stats1,
+        stats2,
+        cov if compute_ntk else None,
+        weights,
+        biases,
+        None,
+        compute_ntk,
+        symmetric,
+        (no_zeros, no_zeros),
+        save,
+    )
+    matrix = ntk if compute_ntk else nngp
+    if symmetric:
+        diag1 = diag2 = matrix.diagonal(dim1=-2, dim2=-1)
+    return correlation_from_covariance(matrix, diag1, diag2), cov, saved, diag1, diag2
+
+
+def _side_backward(
+    stats: Tensor,
+    columns: list[Tensor | None],
+    g_diag: Tensor | None,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    g_values: list[Tensor | None],
+    kappa: float,
+    compute_ntk: bool,
+) -> Tensor:
+    """The gradient of one side's first-layer variances ``v_0``; the variances' gradients are
+    added to ``g_values`` (weights first, then biases, as ``values``).
+
+    ``columns``: the block's gradients of the statistics' columns (:func:`block_backward`'s, each
+    ``snap`` times its value); ``g_diag``: that of the points' own variances ``k(x, x)``.
+    """
+    num_layers = len(weights)
+    snap = snap_factor(stats.dtype)
+    var, rstd = stats[..., 0::3], stats[..., 2::3]  # (..., n, L)
+    zero = stats.new_zeros(stats.shape[:-1])
+    g_std = torch.stack([zero if c is None else c for c in columns[1::3]], dim=-1)
+    g_rstd = torch.stack([zero if c is None else c for c in columns[2::3]], dim=-1)
+    # s = sqrt(v) and r = snap / s: ds/dv = r / (2 snap), dr/dv = -r / (2 v)
+    direct = g_std.div_(snap).sub_(g_rstd.div_(var)).mul_(rstd).mul_(0.5 / snap).unbind(-1)
+    shared = all(w is weights[0] for w in weights)
+    scales = [_vector(weights[0]) * kappa] * num_layers if shared else [_vector(w) * kappa for w in weights]
+    if g_diag is not None:
+        # (every map below is per point: a side shared across a batch of blocks sums it first,
+        # like the columns' gradients, which arrive summed)
+        g_diag = _sum_to(g_diag, stats.shape[:-1])
+    # top-down through v_{k+1} = b_k + a_k v_k and Theta_{k+1} = v_{k+1} + a_k Theta_k, a_k = w_k kappa:
+    # v_L (and Theta_L) receive g_diag; v_k receives its statistics' gradient, a_k times v_{k+1}'s
+    # and (Theta_k = v_k + ...) Theta_k's, a_k times Theta_{k+1}'s
+    g_var = [None] * num_layers + [g_diag if g_diag is not None else zero]
+    g_theta = [None] * num_layers + [g_diag if compute_ntk and g_diag is not None else None]
+    for k in range(num_layers - 1, -1, -1):
+        g = torch.addcmul(direct[k], g_var[k + 1], scales[k])
+        if g_theta[k + 1] is not None:
+            g_theta[k] = g_theta[k + 1] * scales[k]
+            g = g.add_(g_theta[k])
+        g_var[k] = g
+    # the variances' gradients: d/db_k = sum g_v{k+1}, d/dw_k = kappa sum (g_v{k+1} v_k + g_Theta{k+1} Theta_k)
+    upper = torch.stack(g_var[1:], dim=-1)  # (..., n, L)
+    g_bias = upper.sum(-2)
+    g_weight = (upper * var).sum(-2)
+    if g_theta[-1] is not None:
+        thetas = [var[..., 0]]
+        for k in range(1, num_layers):
+            thetas.append(torch.addcmul(var[..., k], scales[k - 1], thetas[-1]))
+        g_weight = g_weight + (torch.stack(g_theta[1:], dim=-1) * torch.stack(thetas, dim=-1)).sum(-2)
+    g_weight = g_weight * kappa
+    for offset, group, grads in ((0, weights, g_weight), (num_layers, biases, g_bias)):
+        if all(v is group[0] for v in group):
+            # one tensor for every layer: its gradient in one place (autograd sums the others')
+            parts = [grads.sum(-1, keepdim=True)] + [None] * (num_layers - 1)
+        else:
+            parts = list(grads.unsqueeze(-1).unbind(-2))
+        for k, part in enumerate(parts):
+            if part is None:
+                continue
+            part = _sum_to(part.unsqueeze(-1), group[k].shape)
+            index = offset + k
+            g_values[index] = part if g_values[index] is None else g_values[index] + part
+    return g_var[0]
+
+
+class _UnitBlock(torch.autograd.Function):
+    """:func:`unit_variance_block` with a hand-written backward pass."""
+
+    @staticmethod
+    def forward(ctx, spec, reference, x1, x2, weight, bias, *values):  # type: ignore[override]
+        with one_thread(x1.shape[-2] * x2.shape[-2]):
+            out, cov, saved, diag1, diag2 = _forward(spec, x1, x2, weight, bias, values, True)
+        ctx.set_materialize_grads(False)
+        ctx.spec, ctx.reference, ctx.layers, ctx.cov = spec, reference, saved, cov
+        ctx.save_for_backward(x1, x2, weight, bias, out, diag1, diag2, *values)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        if grad is None:
+            return (None,) * (6 + 2 * ctx.spec[3])
+        if torch.is_grad_enabled():
+            return _UnitBlock._differentiable_backward(ctx, grad)
+        with one_thread(grad.shape[-2] * grad.shape[-1]):
+            return _UnitBlock._backward(ctx, grad)
+
+    @staticmethod
+    def _differentiable_backward(ctx, grad):
+        x1, x2, weight, bias, _, _, _, *values = ctx.saved_tensors
+        num_layers, symmetric = ctx.spec[3], ctx.spec[5]
+        inputs = [x1, x2, weight, bias, *values]
+        # (for k(X, X) the rows are also the columns: one gradient, returned for x1)
+        wanted = [i for i in range(len(inputs)) if ctx.needs_input_grad[2 + i] and not (symmetric and i == 1)]
+        grads: list[Tensor | None] = [None] * len(inputs)
+        if wanted:
+            out = ctx.reference(
+                x1, x1 if symmetric else x2, weight, bias, values[:num_layers], values[num_layers:]
+            )
+            found = torch.autograd.grad(
+                out, [inputs[i] for i in wanted], grad, create_graph=True, allow_unused=True
+            )
+            for i, g in zip(wanted, found):
+                grads[i] = g
+        return (None, None, *grads)
+
+    @staticmethod
+    def _backward(ctx, grad):
+        alpha, beta, kappa, num_layers, compute_ntk, symmetric, stats1, stats2, _, _ = ctx.spec
+        x1, x2, weight, bias, out, diag1, diag2, *values = ctx.saved_tensors
+        weights, biases = values[:num_layers], values[num_layers:]
+        needs = ctx.needs_input_grad[2:]  # x1, x2, weight, bias, *values
+        tiny = torch.finfo(out.dtype).tiny
+        product = diag1.unsqueeze(-1) * diag2.unsqueeze(-2)
+        # out = k / sqrt(d1 d2): dk = g / sqrt(d1 d2), d(d1)_i = -sum_j g_ij out_ij / (2 d1_i)
+        g_matrix = grad / product.clamp_min(tiny).sqrt()
+        g_out = grad * out
+        if bool((product <= tiny).any()):
+            # (clamped products are constants)
+            g_out = g_out.masked_fill(product <= tiny, 0.0)
+        g_diag1 = g_out.sum(-1).div_(diag1).mul_(-0.5)
+        g_diag2 = g_out.sum(-2).div_(diag2).mul_(-0.5)
+        if symmetric:
+            g_matrix.diagonal(dim1=-2, dim2=-1).add_(g_diag1 + g_diag2)
+        no_zeros = (False,) * num_layers
+        block_spec = (alpha, beta, num_layers, compute_ntk, symmetric, (no_zeros, no_zeros), None)
+        block_needs = (True, True, True, False, *needs[4:])
+        g_cov, columns1, columns2, _, block_values = block_backward(
+            block_spec,
+            ctx.layers,
+            ctx.cov,
+            stats1,
+            stats2,
+            None,
+            values,
+            block_needs,
+            None if compute_ntk else g_matrix,
+            g_matrix if compute_ntk else None,
+        )
+        g_values = list(block_values)
+        if symmetric:
+            columns = [a if b is None else (b if a is None else a + b) for a, b in zip(columns1, columns2)]
+            g_var1 = _side_backward(stats1, columns, None, weights, biases, g_values, kappa, compute_ntk)
+            g_var2 = None
+        else:
+            g_var1 = _side_backward(stats1, columns1, g_diag1, weights, biases, g_values, kappa, compute_ntk)
+            g_var2 = _side_backward(stats2, columns2, g_diag2, weights, biases, g_values, kappa, compute_ntk)
+        # the first layer: cov = b + (x1 w) x2^T (symmetrised for k(X, X)), v = b + sum_i w_i x_i^2.
+        # Each term is summed to its input's shape on its own: a side shared across a batch of
+        # blocks has its variances' gradient summed over that batch already.
+        if symmetric:
+            g_cov = g_cov + g_cov.mT
+            g_cov.mul_(0.5)
+        g_x1 = g_x2 = g_weight = g_bias = None
+        if needs[0] or needs[2]:
+            rows = g_cov @ x2  # (the weight applied after: one product serves x1 and the weight)
+            if needs[0]:
+                g_x1 = _sum_to(rows * weight, x1.shape)
+                if symmetric:
+                    g_x1 = g_x1 + _sum_to(g_cov.mT @ (x1 * weight), x1.shape)
+            if needs[2]:
+                g_weight = _sum_to((rows * x1).sum(-2, keepdim=True), weight.shape)
+        if not symmetric and needs[1]:
+            g_x2 = _sum_to((g_cov.mT @ x1) * weight, x2.shape)
+        if needs[3]:
+            g_bias = _sum_to(g_cov.sum((-1, -2), keepdim=True), bias.shape)
+        for x, g_var, first in ((x1, g_var1, True), (x2, g_var2, False)):
+            if g_var is None:
+                continue
+            if needs[0 if first else 1]:
+                term = _sum_to((2.0 * g_var).unsqueeze(-1) * x * weight, x.shape)
+                if first:
+                    g_x1 = term if g_x1 is None else g_x1 + term
+                else:
+                    g_x2 = term if g_x2 is None else g_x2 + term
+            if needs[2]:
+                g_weight = g_weight + _sum_to(
+                    (g_var.unsqueeze(-1) * x * x).sum(-2, keepdim=True), weight.shape
+                )
+            if needs[3]:
+                g_bias = g_bias + _sum_to(g_var.sum(-1, keepdim=True).unsqueeze(-1), bias.shape)
+        g_values = [g if need else None for g, need in zip(g_values, needs[4:])]
+        return (None, None, g_x1, None if symmetric else g_x2, g_weight, g_bias, *g_values)
+
+
+def unit_variance_block(
+    activation,
+    coefficients: tuple[float, float],
+    x1: Tensor,
+    x2: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    stats1: Tensor,
+    stats2: Tensor,
+    diag1: Tensor | None,
+    diag2: Tensor | None,
+    compute_ntk: bool,
+) -> Tensor:
+    r"""The unit-variance matrix :math:`k(x_i, y_j) / \sqrt{k(x_i, x_i)\,k(y_j, y_j)}` of a
+    ReLU-family network kernel, one autograd node (``x2 is x1``: :math:`k(X, X)`, exactly
+    symmetric with an exactly unit diagonal).
+
+    Args:
+        activation: the ReLU-family activation; ``coefficients`` its ``(alpha, beta)``.
+        x1, x2: ``(..., n, d)`` and ``(..., m, d)`` inputs.
+        weight, bias: the first layer's variances, ``(..., 1, d)`` or ``(..., 1, 1)`` and ``(..., 1, 1)``.
+        weights, biases: the variances of the affine map after each activation, ``(..., 1, 1)``.
+        stats1, stats2: the sides' :func:`~gp_ntk.recursion.point_statistics` of these inputs and
+            variances, computed without gradient, with no zero variance (``stats2`` is
+            ``stats1`` for ``x2 is x1``).
+        diag1, diag2: the points' own variances :math:`k(x, x)` (``None`` for ``x2 is x1``: the
+            matrix's diagonal), computed without gradient.
+        compute_ntk: the matrix is the NTK's (else the NNGP's).
+    """
+    symmetric = x2 is x1
+    kappa = float(activation.variance(torch.ones((), dtype=torch.float64)))
+    spec = (*coefficients, kappa, len(weights), compute_ntk, symmetric, stats1, stats2, diag1, diag2)
+    values = (*weights, *biases)
+    tensors = (x1, x2, weight, bias, *values)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+
+        def reference(x1, x2, weight, bias, weights, biases):
+            return unit_variance_block_reference(
+                activation, x1, x2, weight, bias, weights, biases, compute_ntk, symmetric
+            )
+
+        return _UnitBlock.apply(spec, reference, x1, x2, weight, bias, *values)
+    with one_thread(x1.shape[-2] * x2.shape[-2]):
+        return _forward(spec, x1, x2, weight, bias, values, False)[0]
