@@ -201,3 +201,25 @@ def test_fused_block_without_gradient_is_the_same_matrix(monkeypatch) -> None:
         torch.testing.assert_close(
             fused, _generic(monkeypatch, UnitVarianceKernel(kernel), x1, x2), rtol=1e-13, atol=1e-14
         )
+
+
+def test_remembered_statistics_are_reused_only_where_they_were_checked(monkeypatch) -> None:
+    kernel = _kernel("ntk", "relu")
+    computed = []
+    original = VarianceKernel._side
+
+    def counted(self, x, variances, check=True):
+        computed.append(x.shape[-2])
+        return original(self, x, variances, check)
+
+    monkeypatch.setattr(VarianceKernel, "_side", counted)
+    x1, x2 = torch.rand(3, D, dtype=torch.float64) - 0.5, torch.rand(6, D, dtype=torch.float64) - 0.5
+    with gp_ntk.settings.check_finite(False):
+        kernel.unit_variance_matrix(x1, x2)
+        kernel.unit_variance_matrix(x1, x2)
+    assert computed == [3, 6]
+    kernel.unit_variance_matrix(x1, x2)  # the checks are on again: computed (and checked) anew
+    kernel.unit_variance_matrix(x1, x2)
+    with gp_ntk.settings.check_finite(False):
+        kernel.unit_variance_matrix(x1, x2)  # checked statistics serve unchecked calls too
+    assert computed == [3, 6, 3, 6]

@@ -908,9 +908,15 @@ class VarianceKernel(Kernel):
         """
         values = tuple(variances.values())
         memo = self.__dict__.get("_constant_sides", ())
+        # (statistics computed with the finiteness checks off serve only while they are off)
+        checked = settings.check_finite.on()
         for entry in memo:
-            if _same_values(entry[0], x) and all(_same_values(a, b) for a, b in zip(entry[1], values)):
-                side, diagonal = entry[2], entry[3]
+            if (
+                (entry[4] or not checked)
+                and _same_values(entry[0], x)
+                and all(_same_values(a, b) for a, b in zip(entry[1], values))
+            ):
+                side, diagonal, checked = entry[2], entry[3], entry[4]
                 break
         else:
             side = diagonal = None
@@ -928,7 +934,7 @@ class VarianceKernel(Kernel):
             key = x.detach().clone()
             # (the remembered side holds the copy, not x: x may carry the graph of its call)
             side = side._replace(points=key)
-            frozen = (key, tuple(v.detach().clone() for v in values), side, diagonal)
+            frozen = (key, tuple(v.detach().clone() for v in values), side, diagonal, checked)
             self.__dict__["_constant_sides"] = (frozen, *kept)
         return side, diagonal
 

@@ -47,7 +47,10 @@ class UnitVarianceKernel(Kernel):
     exactly 1 and the matrix exactly symmetric when the base kernel's is (gp_ntk's are). For
     ``k(X1, X2)`` a gp_ntk base kernel supplies the matrix and both variances from one pass
     (:meth:`~gp_ntk.kernels.base.VarianceKernel.matrix_and_variances`); any other kernel is called
-    three times. The matrix is evaluated densely (BO-sized data). The base kernel must have a positive diagonal, which
+    three times. A small block of a ReLU-family gp_ntk kernel (``gp_ntk.bo``'s default) is
+    evaluated whole, normalisation included, as one autograd node with a hand-written backward
+    pass (:meth:`~gp_ntk.kernels.base.VarianceKernel.unit_variance_matrix`): the same values, at
+    BO sizes in fewer operations. The matrix is evaluated densely (BO-sized data). The base kernel must have a positive diagonal, which
     any gp_ntk kernel with ``bias_variance > 0`` has; exact zeros are kept as zero rows.
 
     Args:
