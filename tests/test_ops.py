@@ -225,3 +225,20 @@ def test_broadcast_shape_agrees_with_torch():
         assert isinstance(got, torch.Size)
         assert got == expected, shapes
     assert broadcast_shape(torch.Size([2, 1, 4]), (3, 1), ()) == torch.Size([2, 3, 4])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (3, 4), (1, 4), (3, 1), (2, 1, 1), (), (1,)])
+def test_sum_to_shape_is_the_gradient_of_broadcasting(shape):
+    from gp_ntk.ops import sum_to_shape
+
+    generator = torch.Generator().manual_seed(1)
+    value = torch.randn(shape, dtype=torch.float64, generator=generator, requires_grad=True)
+    upstream = torch.randn(2, 3, 4, dtype=torch.float64, generator=generator)
+    (expected,) = torch.autograd.grad((value.expand(2, 3, 4) * upstream).sum(), value)
+    got = sum_to_shape(upstream, torch.Size(shape))
+    assert got.shape == torch.Size(shape)
+    torch.testing.assert_close(got, expected)
+    if torch.Size(shape) == upstream.shape:
+        assert got is upstream  # no copy where nothing was broadcast
+    with pytest.raises(RuntimeError):
+        sum_to_shape(upstream, torch.Size([5]))

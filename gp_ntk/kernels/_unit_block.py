@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..ops.correlation import snap_factor
 from ..ops.relu_family import block_backward, one_thread, relu_family_layers
+from ..ops.shapes import sum_to_shape
 from ..recursion import (
     block_recursion,
     first_layer_covariance,
@@ -43,10 +44,6 @@ from ..recursion import (
 from .unit_variance import correlation_from_covariance
 
 __all__ = ["unit_variance_block", "unit_variance_block_reference"]
-
-
-def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
-    return grad.sum_to_size(shape) if grad.shape != shape else grad
 
 
 def _vector(value: Tensor) -> Tensor:
@@ -139,7 +136,7 @@ def _side_backward(
     if g_diag is not None:
         # (every map below is per point: a side shared across a batch of blocks sums it first,
         # like the columns' gradients, which arrive summed)
-        g_diag = _sum_to(g_diag, stats.shape[:-1])
+        g_diag = sum_to_shape(g_diag, stats.shape[:-1])
     # top-down through v_{k+1} = b_k + a_k v_k and Theta_{k+1} = v_{k+1} + a_k Theta_k, a_k = w_k kappa:
     # v_L (and Theta_L) receive g_diag; v_k receives its statistics' gradient, a_k times v_{k+1}'s
     # and (Theta_k = v_k + ...) Theta_k's, a_k times Theta_{k+1}'s
@@ -170,7 +167,7 @@ def _side_backward(
         for k, part in enumerate(parts):
             if part is None:
                 continue
-            part = _sum_to(part.unsqueeze(-1), group[k].shape)
+            part = sum_to_shape(part.unsqueeze(-1), group[k].shape)
             index = offset + k
             g_values[index] = part if g_values[index] is None else g_values[index] + part
     return g_var[0]
@@ -267,30 +264,30 @@ class _UnitBlock(torch.autograd.Function):
         if needs[0] or needs[2]:
             rows = g_cov @ x2  # (the weight applied after: one product serves x1 and the weight)
             if needs[0]:
-                g_x1 = _sum_to(rows * weight, x1.shape)
+                g_x1 = sum_to_shape(rows * weight, x1.shape)
                 if symmetric:
-                    g_x1 = g_x1 + _sum_to(g_cov.mT @ (x1 * weight), x1.shape)
+                    g_x1 = g_x1 + sum_to_shape(g_cov.mT @ (x1 * weight), x1.shape)
             if needs[2]:
-                g_weight = _sum_to((rows * x1).sum(-2, keepdim=True), weight.shape)
+                g_weight = sum_to_shape((rows * x1).sum(-2, keepdim=True), weight.shape)
         if not symmetric and needs[1]:
-            g_x2 = _sum_to((g_cov.mT @ x1) * weight, x2.shape)
+            g_x2 = sum_to_shape((g_cov.mT @ x1) * weight, x2.shape)
         if needs[3]:
-            g_bias = _sum_to(g_cov.sum((-1, -2), keepdim=True), bias.shape)
+            g_bias = sum_to_shape(g_cov.sum((-1, -2), keepdim=True), bias.shape)
         for x, g_var, first in ((x1, g_var1, True), (x2, g_var2, False)):
             if g_var is None:
                 continue
             if needs[0 if first else 1]:
-                term = _sum_to((2.0 * g_var).unsqueeze(-1) * x * weight, x.shape)
+                term = sum_to_shape((2.0 * g_var).unsqueeze(-1) * x * weight, x.shape)
                 if first:
                     g_x1 = term if g_x1 is None else g_x1 + term
                 else:
                     g_x2 = term if g_x2 is None else g_x2 + term
             if needs[2]:
-                g_weight = g_weight + _sum_to(
+                g_weight = g_weight + sum_to_shape(
                     (g_var.unsqueeze(-1) * x * x).sum(-2, keepdim=True), weight.shape
                 )
             if needs[3]:
-                g_bias = g_bias + _sum_to(g_var.sum(-1, keepdim=True).unsqueeze(-1), bias.shape)
+                g_bias = g_bias + sum_to_shape(g_var.sum(-1, keepdim=True).unsqueeze(-1), bias.shape)
         g_values = [g if need else None for g, need in zip(g_values, needs[4:])]
         return (None, None, g_x1, None if symmetric else g_x2, g_weight, g_bias, *g_values)
 

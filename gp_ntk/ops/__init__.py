@@ -7,7 +7,8 @@ r"""Tensor operations the kernels are built from; nothing here knows about layer
 * :mod:`~gp_ntk.ops.products`: outer products and the symmetrisation that keep :math:`k(X, X)`
   exactly symmetric, and in-place products on temporaries;
 * :mod:`~gp_ntk.ops.polynomial`: Horner's rule;
-* :mod:`~gp_ntk.ops.shapes`: broadcasting of shapes at a fraction of ``torch.broadcast_shapes``' cost.
+* :mod:`~gp_ntk.ops.shapes`: broadcasting of shapes at a fraction of ``torch.broadcast_shapes``' cost,
+  and gradients summed back to a broadcast input's shape;
 * ``gp_ntk.ops.workspace``: matrix buffers kept between evaluations (no page faults on
   small blocks), reused only when nothing refers to them.
 
@@ -30,7 +31,7 @@ from .correlation import (
 from .polynomial import horner
 from .products import grad_free, mul_temporary, outer, symmetrize
 from .roots import masked_rsqrt, masked_sqrt
-from .shapes import broadcast_shape
+from .shapes import broadcast_shape, sum_to_shape
 
 __all__ = [
     "SNAP_ULPS",
@@ -51,6 +52,7 @@ __all__ = [
     "scaled_correlation",
     "snap_factor",
     "snapped_rsqrt",
+    "sum_to_shape",
     "symmetrize",
     "unit_diagonal",
 ]

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .correlation import snap_factor
-from .shapes import broadcast_shape
+from .shapes import broadcast_shape, sum_to_shape
 from .workspace import matrix
 
 #: blocks with fewer entries are evaluated (forward and backward) on one intra-op thread
@@ -55,10 +55,6 @@ def one_thread(num_elements: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
-    return grad.sum_to_size(shape) if grad.shape != shape else grad
 
 
 def _stacked_gradient(columns: list[Tensor | None], stats: Tensor, scale: float) -> Tensor:
@@ -311,7 +307,7 @@ def block_backward(
         if G is None:
             G, own_cov = torch.zeros(shape, dtype=like.dtype, device=like.device), True
         if b is not None and needs[4 + num_layers + layer]:
-            g_values[num_layers + layer] = _sum_to(G.sum((-1, -2), keepdim=True), b.shape)
+            g_values[num_layers + layer] = sum_to_shape(G.sum((-1, -2), keepdim=True), b.shape)
         Z = None if g_ntk is None else torch.mul(g_ntk, ntk_prev, out=ntk_product)
         # P = G q: the weight's gradient, and (times w) that of q's factor s1 s2
         wants_w = w is not None and needs[4 + layer]
@@ -324,7 +320,7 @@ def block_backward(
             g_w = row.sum(-2, keepdim=True) if row is not None else P.sum((-1, -2), keepdim=True)
             if Z is not None:
                 g_w = g_w + torch.mul(Z, q_dot, out=product).sum((-1, -2), keepdim=True)
-            g_values[layer] = _sum_to(g_w, w.shape)
+            g_values[layer] = sum_to_shape(g_w, w.shape)
         if w is None:
             g_q = G if own_cov else torch.mul(G, 1.0, out=matrix(shape, like))
         else:
@@ -340,9 +336,9 @@ def block_backward(
                 col = None if col is None else col + widths[layer] * extra.sum(-2, keepdim=True)
         # q = (alpha J_1 + beta c) s1 s2: d/ds1 = q / s1
         if want1:
-            grads1[3 * layer + 1] = _sum_to(row * rstd1, std1.shape).squeeze(-1)
+            grads1[3 * layer + 1] = sum_to_shape(row * rstd1, std1.shape).squeeze(-1)
         if want2:
-            grads2[3 * layer + 1] = _sum_to(col * rstd2, std2.shape).squeeze(-2)
+            grads2[3 * layer + 1] = sum_to_shape(col * rstd2, std2.shape).squeeze(-2)
         g_c = g_q.mul_(_outer(std1, std2, scratch)).mul_(q_dot)
         if Z is not None:
             inv_sin = torch.reciprocal(sin, out=scratch)
@@ -368,18 +364,18 @@ def block_backward(
             # c = cov r1 r2: d/dr1 = c / r1
             H = torch.mul(g_c, c, out=product)
             if want1:
-                grads1[3 * layer + 2] = _sum_to(H.sum(-1, keepdim=True) * std1, rstd1.shape).squeeze(-1)
+                grads1[3 * layer + 2] = sum_to_shape(H.sum(-1, keepdim=True) * std1, rstd1.shape).squeeze(-1)
             if want2:
-                grads2[3 * layer + 2] = _sum_to(H.sum(-2, keepdim=True) * std2, rstd2.shape).squeeze(-2)
+                grads2[3 * layer + 2] = sum_to_shape(H.sum(-2, keepdim=True) * std2, rstd2.shape).squeeze(-2)
         g_cov = g_c.mul_(_outer(rstd1, rstd2, scratch))
         own_cov = True
     g_theta = None
     if g_ntk is not None:
         if theta is not None:
-            g_theta = _sum_to(g_ntk, theta.shape) if needs[3] else None
+            g_theta = sum_to_shape(g_ntk, theta.shape) if needs[3] else None
         else:
             g_cov = g_cov.add_(g_ntk)
-    g_cov = _sum_to(g_cov, cov0.shape) if needs[0] else None
+    g_cov = sum_to_shape(g_cov, cov0.shape) if needs[0] else None
     return g_cov, grads1, grads2, g_theta, g_values
 
 

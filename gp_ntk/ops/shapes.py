@@ -1,12 +1,14 @@
-"""Broadcasting of shapes, without the cost of ``torch.broadcast_shapes`` on a hot path."""
+"""Broadcasting of shapes, without the cost of ``torch.broadcast_shapes`` on a hot path, and its
+reverse for gradients."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor
 
-__all__ = ["broadcast_shape"]
+__all__ = ["broadcast_shape", "sum_to_shape"]
 
 
 def broadcast_shape(*shapes: Sequence[int]) -> torch.Size:
@@ -43,3 +45,13 @@ def broadcast_shape(*shapes: Sequence[int]) -> torch.Size:
                     + " and ".join(str(tuple(s)) for s in shapes)
                 )
     return torch.Size(result)
+
+
+def sum_to_shape(grad: Tensor, shape: torch.Size) -> Tensor:
+    """``grad`` summed over the dimensions that broadcasting added or expanded to reach it from
+    ``shape``: the gradient of a broadcast input. ``grad`` itself where the shapes agree (no copy).
+
+    Raises:
+        RuntimeError: where ``shape`` does not broadcast to ``grad.shape``.
+    """
+    return grad.sum_to_size(shape) if grad.shape != shape else grad
