@@ -242,3 +242,36 @@ def test_sum_to_shape_is_the_gradient_of_broadcasting(shape):
         assert got is upstream  # no copy where nothing was broadcast
     with pytest.raises(RuntimeError):
         sum_to_shape(upstream, torch.Size([5]))
+
+
+def test_wanted_gradients_narrows_to_what_the_backward_pass_uses():
+    from gp_ntk.ops import gradient_nodes, wanted_gradients
+
+    seen = []
+
+    class Product(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            ctx.nodes = gradient_nodes((a, b))
+            return a * b
+
+        @staticmethod
+        def backward(ctx, grad):
+            seen.append(wanted_gradients(ctx.nodes, ctx.needs_input_grad))
+            return grad, grad
+
+    parameter = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    value = Product.apply(torch.nn.functional.softplus(parameter), x * 2).sum()
+    torch.autograd.grad(value, x, retain_graph=True)
+    torch.autograd.grad(value, parameter, retain_graph=True)
+    value.backward()
+    assert seen == [(False, True), (True, False), (True, True)]
+    # a leaf inside autograd.grad: the engine cannot say, so it counts as needed
+    seen.clear()
+    torch.autograd.grad(Product.apply(parameter, x * 2).sum(), x)
+    assert seen == [(True, True)]
+    # an input without a gradient stays unwanted
+    seen.clear()
+    torch.autograd.grad(Product.apply(parameter.detach(), x * 2).sum(), x)
+    assert seen == [(False, True)]

@@ -146,3 +146,38 @@ def test_kernel_evaluation_restores_the_thread_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("wanted", ["rows", "columns", "hyperparameters"])
+def test_fused_backward_computes_only_what_the_engine_will_use(monkeypatch, wanted):
+    # autograd.grad(value, X) wants neither the variances nor, in a cross block, the other side:
+    # the gradients it does want are the generic recursion's, and the skipped side is not computed
+    generator = torch.Generator().manual_seed(4)
+    leaf1 = torch.randn(6, 5, dtype=torch.float64, generator=generator).requires_grad_(True)
+    leaf2 = torch.randn(9, 5, dtype=torch.float64, generator=generator).requires_grad_(True)
+    kernel = gp_ntk.NTKKernel(3, "relu", weight_variance=2.0, ard_num_dims=5).double()
+    targets = {"rows": [leaf1], "columns": [leaf2], "hyperparameters": list(kernel.parameters())}[wanted]
+    seen = []
+    original = relu_family.block_backward
+
+    def recording(spec, layers, cov0, stats1, stats2, theta, values, needs, *grads):
+        seen.append(tuple(needs[1:3]))
+        return original(spec, layers, cov0, stats1, stats2, theta, values, needs, *grads)
+
+    def gradients():
+        # (non-leaf inputs, as an input transform makes them)
+        matrix = kernel(leaf1 * 1.5, leaf2 * 0.5).to_dense()
+        weights = torch.randn(matrix.shape, dtype=matrix.dtype, generator=torch.Generator().manual_seed(3))
+        return torch.autograd.grad((weights * matrix).sum(), targets)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(relu_family, "block_backward", recording)
+        fused = gradients()
+    with monkeypatch.context() as patch:
+        _generic(patch)
+        generic = gradients()
+    for got, expected in zip(fused, generic):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+    assert seen == [
+        {"rows": (True, False), "columns": (False, True), "hyperparameters": (True, True)}[wanted]
+    ]

@@ -223,3 +223,47 @@ def test_remembered_statistics_are_reused_only_where_they_were_checked(monkeypat
     with gp_ntk.settings.check_finite(False):
         kernel.unit_variance_matrix(x1, x2)  # checked statistics serve unchecked calls too
     assert computed == [3, 6, 3, 6]
+
+
+@pytest.mark.parametrize(
+    "symmetric, wanted",
+    [(False, w) for w in ("x1", "x2", "hyperparameters", "x1-and-one-variance")]
+    + [(True, w) for w in ("x1", "hyperparameters", "x1-and-one-variance")],
+)
+def test_backward_computes_only_what_the_engine_will_use(monkeypatch, symmetric, wanted) -> None:
+    # torch.autograd.grad(value, X), as acquisition optimisation asks, wants no hyperparameter's
+    # gradient: the pass skips their reductions and, for a cross block, the other side's chain
+    import gp_ntk.kernels._unit_block as unit_block
+
+    kernel = _kernel("ntk", "relu")
+    uv = UnitVarianceKernel(kernel)
+    generator = torch.Generator().manual_seed(5)
+    leaf1 = torch.rand(5, D, generator=generator, dtype=torch.float64).requires_grad_(True)
+    leaf2 = torch.rand(7, D, generator=generator, dtype=torch.float64).requires_grad_(True)
+    # (non-leaf inputs, as an input transform makes them: the engine can say whether it needs them)
+    x1 = leaf1 * 2 - 1
+    x2 = x1 if symmetric else leaf2 * 2 - 1
+    targets = {
+        "x1": [leaf1],
+        "x2": [leaf2],
+        "hyperparameters": _parameters(kernel),
+        "x1-and-one-variance": [leaf1, kernel.raw_bias_variance],
+    }[wanted]
+    calls = []
+    original = unit_block._side_backward
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["wants_values"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(unit_block, "_side_backward", counting)
+    fused = kernel.unit_variance_matrix(x1, x2)
+    weights = torch.randn(fused.shape, generator=generator, dtype=torch.float64)
+    found = torch.autograd.grad(fused, targets, weights, retain_graph=True)
+    generic = _generic(monkeypatch, uv, x1, x2)
+    expected = torch.autograd.grad(generic, targets, weights)
+    for got, want in zip(found, expected):
+        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-12)
+    wants_values = wanted in ("hyperparameters", "x1-and-one-variance")
+    sides = 1 if symmetric or wanted in ("x1", "x2") else 2
+    assert calls == [wants_values] * sides

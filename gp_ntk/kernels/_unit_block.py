@@ -26,11 +26,13 @@ derivative is asked for, the backward pass differentiates the generic evaluation
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from ..ops.autograd import gradient_nodes, wanted_gradients
 from ..ops.correlation import snap_factor
 from ..ops.relu_family import block_backward, one_thread, relu_family_layers
 from ..ops.shapes import sum_to_shape
@@ -116,9 +118,10 @@ def _side_backward(
     g_values: list[Tensor | None],
     kappa: float,
     compute_ntk: bool,
+    wants_values: bool = True,
 ) -> Tensor:
     """The gradient of one side's first-layer variances ``v_0``; the variances' gradients are
-    added to ``g_values`` (weights first, then biases, as ``values``).
+    added to ``g_values`` (weights first, then biases, as ``values``) if ``wants_values``.
 
     ``columns``: the block's gradients of the statistics' columns (:func:`block_backward`'s, each
     ``snap`` times its value); ``g_diag``: that of the points' own variances ``k(x, x)``.
@@ -148,6 +151,8 @@ def _side_backward(
             g_theta[k] = g_theta[k + 1] * scales[k]
             g = g.add_(g_theta[k])
         g_var[k] = g
+    if not wants_values:
+        return g_var[0]
     # the variances' gradients: d/db_k = sum g_v{k+1}, d/dw_k = kappa sum (g_v{k+1} v_k + g_Theta{k+1} Theta_k)
     upper = torch.stack(g_var[1:], dim=-1)  # (..., n, L)
     g_bias = upper.sum(-2)
@@ -182,6 +187,7 @@ class _UnitBlock(torch.autograd.Function):
             out, cov, saved, diag1, diag2 = _forward(spec, x1, x2, weight, bias, values, True)
         ctx.set_materialize_grads(False)
         ctx.spec, ctx.reference, ctx.layers, ctx.cov = spec, reference, saved, cov
+        ctx.nodes = gradient_nodes((x1, x2, weight, bias, *values))
         ctx.save_for_backward(x1, x2, weight, bias, out, diag1, diag2, *values)
         return out
 
@@ -218,7 +224,15 @@ class _UnitBlock(torch.autograd.Function):
         alpha, beta, kappa, num_layers, compute_ntk, symmetric, stats1, stats2, _, _ = ctx.spec
         x1, x2, weight, bias, out, diag1, diag2, *values = ctx.saved_tensors
         weights, biases = values[:num_layers], values[num_layers:]
-        needs = ctx.needs_input_grad[2:]  # x1, x2, weight, bias, *values
+        # x1, x2, weight, bias, *values: those this backward pass will use (an acquisition
+        # function's gradient wants the candidates' rows only, not the hyperparameters)
+        needs = wanted_gradients(ctx.nodes, ctx.needs_input_grad[2:])
+        wants_values = any(needs[2:])
+        # a side's statistics carry the gradient of its inputs and of every variance
+        side1 = needs[0] or wants_values or (symmetric and needs[1])
+        side2 = not symmetric and (needs[1] or wants_values)
+        if not (side1 or side2):
+            return (None,) * (6 + 2 * num_layers)
         tiny = torch.finfo(out.dtype).tiny
         product = diag1.unsqueeze(-1) * diag2.unsqueeze(-2)
         # out = k / sqrt(d1 d2): dk = g / sqrt(d1 d2), d(d1)_i = -sum_j g_ij out_ij / (2 d1_i)
@@ -227,13 +241,13 @@ class _UnitBlock(torch.autograd.Function):
         if bool((product <= tiny).any()):
             # (clamped products are constants)
             g_out = g_out.masked_fill(product <= tiny, 0.0)
-        g_diag1 = g_out.sum(-1).div_(diag1).mul_(-0.5)
-        g_diag2 = g_out.sum(-2).div_(diag2).mul_(-0.5)
+        g_diag1 = g_out.sum(-1).div_(diag1).mul_(-0.5) if side1 or symmetric else None
+        g_diag2 = g_out.sum(-2).div_(diag2).mul_(-0.5) if side2 or symmetric else None
         if symmetric:
             g_matrix.diagonal(dim1=-2, dim2=-1).add_(g_diag1 + g_diag2)
         no_zeros = (False,) * num_layers
         block_spec = (alpha, beta, num_layers, compute_ntk, symmetric, (no_zeros, no_zeros), None)
-        block_needs = (True, True, True, False, *needs[4:])
+        block_needs = (True, side1 or symmetric, side2 or symmetric, False, *needs[4:])
         g_cov, columns1, columns2, _, block_values = block_backward(
             block_spec,
             ctx.layers,
@@ -247,13 +261,24 @@ class _UnitBlock(torch.autograd.Function):
             g_matrix if compute_ntk else None,
         )
         g_values = list(block_values)
+        side = functools.partial(
+            _side_backward,
+            weights=weights,
+            biases=biases,
+            g_values=g_values,
+            kappa=kappa,
+            compute_ntk=compute_ntk,
+            wants_values=wants_values,
+        )
+        g_var1 = g_var2 = None
         if symmetric:
             columns = [a if b is None else (b if a is None else a + b) for a, b in zip(columns1, columns2)]
-            g_var1 = _side_backward(stats1, columns, None, weights, biases, g_values, kappa, compute_ntk)
-            g_var2 = None
+            g_var1 = side(stats1, columns, None)
         else:
-            g_var1 = _side_backward(stats1, columns1, g_diag1, weights, biases, g_values, kappa, compute_ntk)
-            g_var2 = _side_backward(stats2, columns2, g_diag2, weights, biases, g_values, kappa, compute_ntk)
+            if side1:
+                g_var1 = side(stats1, columns1, g_diag1)
+            if side2:
+                g_var2 = side(stats2, columns2, g_diag2)
         # the first layer: cov = b + (x1 w) x2^T (symmetrised for k(X, X)), v = b + sum_i w_i x_i^2.
         # Each term is summed to its input's shape on its own: a side shared across a batch of
         # blocks has its variances' gradient summed over that batch already.

@@ -1,5 +1,7 @@
 r"""Tensor operations the kernels are built from; nothing here knows about layers or activations.
 
+* :mod:`~gp_ntk.ops.autograd`: which inputs of a custom autograd function a backward pass will
+  use;
 * :mod:`~gp_ntk.ops.angular`: Cho & Saul's angular functions :math:`J_n` with finite derivatives;
 * :mod:`~gp_ntk.ops.correlation`: the one correlation routine (snapped at :math:`\pm 1`, defined at
   zero variances) and the Gram determinant;
@@ -18,6 +20,7 @@ This package imports nothing else from gp_ntk.
 from __future__ import annotations
 
 from .angular import arccos_j, arccos_j_coefficients, arccos_j_pair, double_factorial
+from .autograd import gradient_nodes, wanted_gradients
 from .correlation import (
     SNAP_ULPS,
     clamp_unit,
@@ -43,6 +46,7 @@ __all__ = [
     "correlation",
     "double_factorial",
     "grad_free",
+    "gradient_nodes",
     "gram_determinant",
     "horner",
     "masked_rsqrt",
@@ -55,4 +59,5 @@ __all__ = [
     "sum_to_shape",
     "symmetrize",
     "unit_diagonal",
+    "wanted_gradients",
 ]

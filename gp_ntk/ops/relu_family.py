@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from .autograd import gradient_nodes, wanted_gradients
 from .correlation import snap_factor
 from .shapes import broadcast_shape, sum_to_shape
 from .workspace import matrix
@@ -205,6 +206,7 @@ class _ReLUFamilyBlock(torch.autograd.Function):
             )
         ctx.set_materialize_grads(False)
         ctx.spec, ctx.generic, ctx.layers = spec, generic, saved
+        ctx.nodes = gradient_nodes((cov, stats1, stats2, theta, *values))
         ctx.save_for_backward(cov, stats1, stats2, theta, *values)
         return nngp, ntk
 
@@ -242,8 +244,11 @@ class _ReLUFamilyBlock(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, g_nngp, g_ntk):
         cov0, stats1, stats2, theta, *values = ctx.saved_tensors
+        # (only what this backward pass will use: an acquisition function's gradient wants the
+        # candidates' side, not the training points' statistics or the variances)
+        needs = wanted_gradients(ctx.nodes, ctx.needs_input_grad[2:])
         g_cov, grads1, grads2, g_theta, g_values = block_backward(
-            ctx.spec, ctx.layers, cov0, stats1, stats2, theta, values, ctx.needs_input_grad[2:], g_nngp, g_ntk
+            ctx.spec, ctx.layers, cov0, stats1, stats2, theta, values, needs, g_nngp, g_ntk
         )
         unsnap = 1.0 / snap_factor(stats1.dtype)
         g_stats1 = None if grads1 is None else _stacked_gradient(grads1, stats1, unsnap)
