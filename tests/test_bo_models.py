@@ -398,3 +398,109 @@ def test_make_bo_model_names_the_kernels_it_accepts() -> None:
     X, Y = _data(6, 2)
     with pytest.raises(ValueError, match="^kernel must be one of .*'nngp'.*RBFKernel"):
         bo.make_bo_model(X, Y, _unit_bounds(2), kernel="rbf")
+
+
+def _as_plain_single_task_gp(model: bo.NetworkSingleTaskGP) -> SingleTaskGP:
+    """The same modules in BoTorch's own SingleTaskGP (GPyTorch's two-block prediction)."""
+    plain = copy.deepcopy(model)
+    plain.__class__ = SingleTaskGP
+    return plain
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one-output", "batched-two-outputs"])
+def test_network_single_task_gp_predicts_as_single_task_gp_with_one_kernel_block(
+    monkeypatch, batched
+) -> None:
+    X, Y = _data(12, 3)
+    if batched:
+        X, Y = torch.stack([X, X.flip(0)]), torch.cat([torch.stack([Y, -Y]), torch.stack([Y**2, Y])], dim=-1)
+    model = bo.make_bo_model(X, Y, _unit_bounds(3))
+    assert type(model) is bo.NetworkSingleTaskGP and isinstance(model, SingleTaskGP)
+    plain = _as_plain_single_task_gp(model)
+    model.eval()
+    plain.eval()
+    generator = torch.Generator().manual_seed(4)
+    # candidates in a batch of restarts, one of them a training point (a duplicate column)
+    test_X = torch.rand(4, *X.shape[:-2], 2, 3, dtype=DTYPE, generator=generator)
+    test_X[(0,) * (test_X.dim() - 1)] = X[(0,) * (X.dim() - 1)]
+    for m in (model, plain):
+        m.posterior(test_X)  # (the first prediction also factorises k(X, X))
+    calls = []
+    network = model.covar_module.base_kernel
+    original = type(network).forward
+
+    def counting(self, x1, x2, **kwargs):
+        calls.append((x1.shape[-2], x2.shape[-2]))
+        return original(self, x1, x2, **kwargs)
+
+    monkeypatch.setattr(type(network), "forward", counting)
+    for observation_noise in (False, True):
+        calls.clear()
+        x = test_X.clone().requires_grad_(True)
+        posterior = model.posterior(x, observation_noise=observation_noise)
+        mean, covariance = posterior.mean, posterior.mvn.covariance_matrix
+        assert calls == [(2, 12 + 2)]  # one block: the test rows against [train; test]
+        # (batched outputs: the test block is one per output; exactly symmetric, as GPyTorch's)
+        test_block = posterior.mvn.lazy_covariance_matrix.to_dense()
+        assert torch.equal(test_block, test_block.mT)
+        x_plain = test_X.clone().requires_grad_(True)
+        expected = plain.posterior(x_plain, observation_noise=observation_noise)
+        assert len(calls) == 3  # GPyTorch's own path: two blocks
+        torch.testing.assert_close(mean, expected.mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(covariance, expected.mvn.covariance_matrix, rtol=1e-10, atol=1e-12)
+        weights = torch.randn(covariance.shape, dtype=DTYPE, generator=generator)
+        (grad,) = torch.autograd.grad(mean.sum() + (weights * covariance).sum(), x)
+        (grad_plain,) = torch.autograd.grad(
+            expected.mean.sum() + (weights * expected.mvn.covariance_matrix).sum(), x_plain
+        )
+        torch.testing.assert_close(grad, grad_plain, rtol=1e-9, atol=1e-10)
+
+
+def test_network_single_task_gp_takes_gpytorch_path_beyond_its_limits(monkeypatch) -> None:
+    import gpytorch
+
+    import gp_ntk.bo.models as bo_models
+
+    X, Y = _data(10, 3)
+    model = bo.make_bo_model(X, Y, _unit_bounds(3))
+    model.eval()
+    test_X = torch.rand(3, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
+    one_block = model.posterior(test_X)  # (and k(X, X), factorised once)
+    calls = []
+    network = model.covar_module.base_kernel
+    original = type(network).forward
+
+    def counting(self, x1, x2, **kwargs):
+        calls.append((x1.shape[-2], x2.shape[-2]))
+        return original(self, x1, x2, **kwargs)
+
+    monkeypatch.setattr(type(network), "forward", counting)
+    with monkeypatch.context() as patch:
+        patch.setattr(bo_models, "ONE_BLOCK_MAX_ENTRIES", 3 * 12)
+        two_blocks = model.posterior(test_X)
+    assert sorted(calls) == [(3, 3), (3, 10)]
+    torch.testing.assert_close(two_blocks.mean, one_block.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(two_blocks.variance, one_block.variance, rtol=1e-10, atol=1e-12)
+    calls.clear()
+    with gpytorch.settings.lazily_evaluate_kernels(False):
+        eager = model.posterior(test_X)
+    assert calls == [(13, 13)]  # GPyTorch evaluates the joint matrix itself
+    torch.testing.assert_close(eager.mean, one_block.mean, rtol=1e-12, atol=1e-12)
+
+
+def test_network_single_task_gp_conditions_fantasizes_and_pickles() -> None:
+    X, Y = _data(9, 3)
+    model = bo.make_bo_model(X, Y, _unit_bounds(3))
+    model.eval()
+    test_X = torch.rand(2, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(3))
+    model.posterior(test_X)  # (conditioning needs a prediction strategy)
+    conditioned = model.condition_on_observations(
+        model.transform_inputs(test_X), torch.zeros(2, 1, dtype=DTYPE)
+    )
+    assert type(conditioned) is bo.NetworkSingleTaskGP
+    fantasy = model.fantasize(test_X, SobolQMCNormalSampler(torch.Size([3]), seed=0))
+    assert type(fantasy) is bo.NetworkSingleTaskGP
+    assert fantasy.posterior(test_X).mean.shape == (3, 2, 1)
+    clone = pickle.loads(pickle.dumps(model))
+    assert type(clone) is bo.NetworkSingleTaskGP
+    torch.testing.assert_close(clone.posterior(test_X).mean, model.posterior(test_X).mean, rtol=0, atol=0)

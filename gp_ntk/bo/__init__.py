@@ -15,7 +15,8 @@ This module adds what that line leaves to the user:
   restores the angles.
 * :func:`~gp_ntk.bo.bo_kernel` and :func:`~gp_ntk.bo.make_bo_model` (:mod:`gp_ntk.bo.models`, priors in
   :mod:`gp_ntk.bo.priors`): a ``ScaleKernel``-wrapped network kernel with
-  priors that make its hyperparameters identifiable, inside a ``SingleTaskGP`` with the
+  priors that make its hyperparameters identifiable, inside a ``SingleTaskGP``
+  (:class:`~gp_ntk.bo.NetworkSingleTaskGP`, whose predictions evaluate the kernel once) with the
   centring transform and ``Standardize``. The choices and the measurements behind them are in
   ``docs/bo.md``. The default is the depth-3 ReLU NTK with one first-layer weight variance per
   feature, divided by its prior standard deviations (:class:`~gp_ntk.kernels.UnitVarianceKernel`;
@@ -68,7 +69,7 @@ from .ensemble import TrainedEnsembleModel, fit_nngp_variances
 from .fitting import FitReport, fit_bo_model, warm_start
 from .gradient import GradientEnhancedGP
 from .loop import EVENT_KINDS, BOError, BOEvent, BOResult, run_bo
-from .models import BO_KERNEL_NAMES, bo_kernel, make_bo_model
+from .models import BO_KERNEL_NAMES, NetworkSingleTaskGP, bo_kernel, make_bo_model
 from .transforms import CenteredNormalize
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "EVENT_KINDS",
     "FitReport",
     "GradientEnhancedGP",
+    "NetworkSingleTaskGP",
     "TrainedEnsembleModel",
     "UncentredInputWarning",
     "UnitVarianceKernel",

@@ -35,19 +35,73 @@ import torch
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import OutcomeTransform, Standardize
+from gpytorch import settings as gpytorch_settings
 from gpytorch.kernels import Kernel, ScaleKernel
+from gpytorch.lazy import LazyEvaluatedKernelTensor
 from gpytorch.likelihoods import Likelihood
+from gpytorch.models import ExactGP
+from linear_operator.operators import DenseLinearOperator
 from torch import Tensor
 
 from ..kernels import UnitVarianceKernel
 from ..models import make_kernel
+from ..ops import broadcast_shape, symmetrize
 from ..validation import check_bounds, check_int, check_rows_finite, describe
 from .priors import DEFAULT_BIAS_VARIANCE, kernel_priors, outputscale_priors, weight_variance_mode
 from .transforms import CenteredNormalize
 
-__all__ = ["BO_KERNEL_NAMES", "bo_kernel", "make_bo_model"]
+__all__ = ["BO_KERNEL_NAMES", "NetworkSingleTaskGP", "bo_kernel", "make_bo_model"]
 
 BO_KERNEL_NAMES = ("ntk", "nngp", "arccos", "erf")
+
+#: the largest test-rows block (entries, batch included) :class:`NetworkSingleTaskGP` evaluates
+#: as one; larger predictions take GPyTorch's two blocks, which its lazy kernels may keep lazy
+ONE_BLOCK_MAX_ENTRIES = 2**20
+
+
+class NetworkSingleTaskGP(SingleTaskGP):
+    r"""BoTorch's ``SingleTaskGP``, whose predictions evaluate the kernel once instead of twice.
+
+    A posterior at test inputs :math:`X_*` needs :math:`k(X_*, X)` and :math:`k(X_*, X_*)`.
+    GPyTorch slices both from the joint covariance of :math:`[X; X_*]` and evaluates them as two
+    kernel blocks; this model evaluates the test rows against all inputs,
+    :math:`k(X_*, [X; X_*])`, as one block and splits it, the test part symmetrised
+    (:math:`(A + A^	op)/2`: exactly symmetric). The values are the same up to rounding. At BO
+    sizes a network kernel's evaluation costs its operations' fixed overheads more than its
+    arithmetic, so an acquisition function's value and gradient cost about three quarters
+    (``docs/benchmarks.md``). Everything else is ``SingleTaskGP``'s; predictions larger than
+    :data:`ONE_BLOCK_MAX_ENTRIES`, several inputs, or kernels GPyTorch does not evaluate lazily
+    take its own path.
+    """
+
+    def _get_test_prior_mean_and_covariances(self, train_inputs, test_inputs, **kwargs):
+        train_inputs, test_inputs = list(train_inputs), list(test_inputs)
+        if (
+            len(train_inputs) != 1
+            or len(test_inputs) != 1
+            or not gpytorch_settings.lazily_evaluate_kernels.on()
+        ):
+            return super()._get_test_prior_mean_and_covariances(train_inputs, test_inputs, **kwargs)
+        (train,), (test,) = train_inputs, test_inputs
+        num_train, num_test = train.shape[-2], test.shape[-2]
+        batch = broadcast_shape(train.shape[:-2], test.shape[:-2])
+        if num_test * (num_train + num_test) * batch.numel() > ONE_BLOCK_MAX_ENTRIES:
+            return super()._get_test_prior_mean_and_covariances(train_inputs, test_inputs, **kwargs)
+        full = torch.cat(
+            [train.expand(*batch, *train.shape[-2:]), test.expand(*batch, *test.shape[-2:])], dim=-2
+        )
+        # (ExactGP's own __call__ is what called here: the prior at the joint inputs is Module's)
+        output = super(ExactGP, self).__call__(full, **kwargs)
+        mean, covar = output.loc, output.lazy_covariance_matrix
+        if isinstance(covar, LazyEvaluatedKernelTensor) and output.event_shape == full.shape[-2:-1]:
+            rows = covar[..., num_train:, :].to_dense()
+            test_train = DenseLinearOperator(rows[..., :num_train])
+            test_test = DenseLinearOperator(symmetrize(rows[..., num_train:]))
+        else:
+            test_test = covar[..., num_train:, num_train:].evaluate_kernel()
+            test_train = covar[..., num_train:, :num_train].evaluate_kernel()
+        test_shape = torch.Size([num_test, *output.event_shape[1:]])
+        return mean[..., num_train:], test_test, test_train, output.batch_shape, test_shape, output.__class__
 
 
 def bo_kernel(
@@ -187,11 +241,12 @@ def make_bo_model(
     outcome_transform: OutcomeTransform | None = None,
     likelihood: Likelihood | None = None,
     **kernel_kwargs: Any,
-) -> SingleTaskGP:
+) -> NetworkSingleTaskGP:
     r"""A BoTorch ``SingleTaskGP`` with a network kernel and the inputs centred for it.
 
-    The model is ``SingleTaskGP(train_X, train_Y, train_Yvar, covar_module=bo_kernel(...),
-    input_transform=CenteredNormalize(d, bounds), outcome_transform=Standardize(m))``: by
+    The model is ``NetworkSingleTaskGP(train_X, train_Y, train_Yvar, covar_module=bo_kernel(...),
+    input_transform=CenteredNormalize(d, bounds), outcome_transform=Standardize(m))`` (a
+    ``SingleTaskGP`` whose predictions evaluate the kernel once, :class:`NetworkSingleTaskGP`): by
     default the depth-3 ReLU NTK with one first-layer weight variance per feature and unit prior
     variance, in a ``ScaleKernel`` (:func:`~gp_ntk.bo.bo_kernel` says why), with BoTorch's
     default likelihood (inferred noise, LogNormal prior, noise at least
@@ -253,7 +308,7 @@ def make_bo_model(
         input_transform = CenteredNormalize(num_dims, bounds=bounds)
     if outcome_transform is None:
         outcome_transform = Standardize(m=num_outputs, batch_shape=train_X.shape[:-2])
-    return SingleTaskGP(
+    return NetworkSingleTaskGP(
         train_X,
         train_Y,
         train_Yvar=train_Yvar,
