@@ -12,7 +12,10 @@ affects them alike), and prints medians and ratios to BoTorch's default ``Single
   NTKKernel(depth=3, relu, ard_num_dims=d)))`` with its priors and ``CenteredNormalize``, a
   depth-3 ReLU NTK with per-feature first-layer weight variances, rescaled to unit prior variance;
 * ``ntk-unit``: the same kernel without priors, floors or input centring;
-* ``default-warm`` and ``rbf-warm``: those surrogates with the fit started at the hyperparameters
+* ``default-two-blocks``: the default's modules in BoTorch's own ``SingleTaskGP``, whose
+  predictions evaluate the kernel twice, ``k(X*, X)`` and ``k(X*, X*)``, where
+  :class:`gp_ntk.bo.NetworkSingleTaskGP` evaluates one block;
+* ``default-warm``, ``rbf-warm`` and ``default-two-blocks-warm``: those surrogates with the fit started at the hyperparameters
   fitted on the first N - 1 points (``gp_ntk.bo.warm_start``, what ``run_bo`` does between
   iterations; the earlier fit is not timed).
 
@@ -72,12 +75,27 @@ def _default(x, y):
     return make_bo_model(x, y, bounds)
 
 
+def _default_two_blocks(x, y):
+    # the same modules in BoTorch's own SingleTaskGP: GPyTorch's prediction, k(X*, X) and
+    # k(X*, X*) as two kernel evaluations, where NetworkSingleTaskGP evaluates one block
+    model = _default(x, y)
+    return SingleTaskGP(
+        x,
+        y,
+        covar_module=model.covar_module,
+        input_transform=model.input_transform,
+        outcome_transform=Standardize(y.shape[-1]),
+    )
+
+
 SURROGATES = {
     "rbf": _rbf,
     "default": _default,
     "ntk-unit": _ntk_unit,
+    "default-two-blocks": _default_two_blocks,
     "default-warm": _default,
     "rbf-warm": _rbf,
+    "default-two-blocks-warm": _default_two_blocks,
 }
 
 

@@ -48,6 +48,8 @@ nitpick_ignore_regex = [
     # private bases (or bases in private modules) shown by show-inheritance
     (r"py:class", r"gp_ntk(\.\w+)*\._\w+(\.\w+)*"),
     (r"py:class", r"nn\.Module"),
+    # BoTorch's names in the signature a subclass of SingleTaskGP inherits
+    (r"py:class", r"(Mean|Likelihood|InputTransform|OutcomeTransform|_DefaultType)"),
 ]
 
 

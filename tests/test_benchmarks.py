@@ -681,8 +681,16 @@ def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8", "--calls", "2"]
     )
     medians, ratios = results[8]["medians"], results[8]["ratios"]
-    assert set(medians) == {"rbf", "default", "ntk-unit", "default-warm", "rbf-warm"}
-    for name in ("rbf", "default", "default-warm", "rbf-warm"):
+    assert set(medians) == {
+        "rbf",
+        "default",
+        "ntk-unit",
+        "default-two-blocks",
+        "default-warm",
+        "rbf-warm",
+        "default-two-blocks-warm",
+    }
+    for name in ("rbf", "default", "default-warm", "rbf-warm", "default-two-blocks"):
         assert all(math.isfinite(value) and value > 0 for value in medians[name]), name
         # the raw samples are one evaluation, L-BFGS adds at least one more
         assert results[8]["acquisition_calls"][name] >= 2, name

@@ -66,11 +66,11 @@ class NetworkSingleTaskGP(SingleTaskGP):
     GPyTorch slices both from the joint covariance of :math:`[X; X_*]` and evaluates them as two
     kernel blocks; this model evaluates the test rows against all inputs,
     :math:`k(X_*, [X; X_*])`, as one block and splits it, the test part symmetrised
-    (:math:`(A + A^	op)/2`: exactly symmetric). The values are the same up to rounding. At BO
+    (:math:`(A + A^\top)/2`: exactly symmetric). The values are the same up to rounding. At BO
     sizes a network kernel's evaluation costs its operations' fixed overheads more than its
     arithmetic, so an acquisition function's value and gradient cost about three quarters
     (``docs/benchmarks.md``). Everything else is ``SingleTaskGP``'s; predictions larger than
-    :data:`ONE_BLOCK_MAX_ENTRIES`, several inputs, or kernels GPyTorch does not evaluate lazily
+    ``ONE_BLOCK_MAX_ENTRIES`` entries, several inputs, or kernels GPyTorch does not evaluate lazily
     take its own path.
     """
 
