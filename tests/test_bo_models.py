@@ -400,6 +400,20 @@ def test_make_bo_model_names_the_kernels_it_accepts() -> None:
         bo.make_bo_model(X, Y, _unit_bounds(2), kernel="rbf")
 
 
+def _count_kernel_blocks(monkeypatch, model) -> list[tuple[int, int]]:
+    """The (rows, columns) of every block the model's network kernel evaluates from now on."""
+    calls = []
+    network = model.covar_module.base_kernel
+    original = type(network).forward
+
+    def counting(self, x1, x2, **kwargs):
+        calls.append((x1.shape[-2], x2.shape[-2]))
+        return original(self, x1, x2, **kwargs)
+
+    monkeypatch.setattr(type(network), "forward", counting)
+    return calls
+
+
 def _as_plain_single_task_gp(model: bo.NetworkSingleTaskGP) -> SingleTaskGP:
     """The same modules in BoTorch's own SingleTaskGP (GPyTorch's two-block prediction)."""
     plain = copy.deepcopy(model)
@@ -425,15 +439,7 @@ def test_network_single_task_gp_predicts_as_single_task_gp_with_one_kernel_block
     test_X[(0,) * (test_X.dim() - 1)] = X[(0,) * (X.dim() - 1)]
     for m in (model, plain):
         m.posterior(test_X)  # (the first prediction also factorises k(X, X))
-    calls = []
-    network = model.covar_module.base_kernel
-    original = type(network).forward
-
-    def counting(self, x1, x2, **kwargs):
-        calls.append((x1.shape[-2], x2.shape[-2]))
-        return original(self, x1, x2, **kwargs)
-
-    monkeypatch.setattr(type(network), "forward", counting)
+    calls = _count_kernel_blocks(monkeypatch, model)
     for observation_noise in (False, True):
         calls.clear()
         x = test_X.clone().requires_grad_(True)
@@ -466,15 +472,7 @@ def test_network_single_task_gp_takes_gpytorch_path_beyond_its_limits(monkeypatc
     model.eval()
     test_X = torch.rand(3, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
     one_block = model.posterior(test_X)  # (and k(X, X), factorised once)
-    calls = []
-    network = model.covar_module.base_kernel
-    original = type(network).forward
-
-    def counting(self, x1, x2, **kwargs):
-        calls.append((x1.shape[-2], x2.shape[-2]))
-        return original(self, x1, x2, **kwargs)
-
-    monkeypatch.setattr(type(network), "forward", counting)
+    calls = _count_kernel_blocks(monkeypatch, model)
     with monkeypatch.context() as patch:
         patch.setattr(bo_models, "ONE_BLOCK_MAX_ENTRIES", 3 * 12)
         two_blocks = model.posterior(test_X)
