@@ -40,6 +40,7 @@ from gp_ntk.bo.priors import (
     BIAS_PRIOR_SCALE,
     DEFAULT_WEIGHT_VARIANCE,
     MIN_VARIANCE,
+    WEIGHT_PRIOR_SCALE,
     log_normal,
     weight_variance_mode,
 )
@@ -203,6 +204,7 @@ def offcentre_kernel(
     learn_centre: bool = False,
     centre_prior_scale: float = 0.5,
     input_prior_scale: float | None = None,
+    input_prior_mode: float | None = None,
     mix_nngp: bool = False,
     **options: Any,
 ) -> ScaleKernel:
@@ -211,7 +213,8 @@ def offcentre_kernel(
     ``bias_mode`` moves the bias variance's initial value and prior mode (same log-scale);
     ``unit_variance`` is ``bo_kernel``'s ``normalize``; ``input_prior_scale`` replaces the
     log-scale of the per-feature first-layer weight variances' prior (same mode; the deeper
-    layers keep theirs); ``mix_nngp`` replaces the unit-variance NTK by :class:`NNGPNTKMixture`;
+    layers keep theirs); ``input_prior_mode`` moves that prior's mode and the variances' initial
+    value (same log-scale unless ``input_prior_scale`` is given); ``mix_nngp`` replaces the unit-variance NTK by :class:`NNGPNTKMixture`;
     other options go to ``bo_kernel``.
     """
     if mix_nngp:
@@ -219,10 +222,13 @@ def offcentre_kernel(
     if bias_mode is not None:
         options.update(bias_variance=bias_mode, bias_variance_prior=log_normal(bias_mode, BIAS_PRIOR_SCALE))
     scaled = bo_kernel(kernel, num_dims, normalize=unit_variance, **options)
-    if input_prior_scale is not None:
+    if input_prior_scale is not None or input_prior_mode is not None:
         network = scaled.base_kernel.base_kernel if unit_variance else scaled.base_kernel
-        mode = weight_variance_mode(kernel, num_dims)
-        network._register_variance_prior(log_normal(mode, input_prior_scale), "input_weight_variance")
+        mode = weight_variance_mode(kernel, num_dims) if input_prior_mode is None else input_prior_mode
+        scale = WEIGHT_PRIOR_SCALE if input_prior_scale is None else input_prior_scale
+        network._register_variance_prior(log_normal(mode, scale), "input_weight_variance")
+        if input_prior_mode is not None:
+            network.input_weight_variance = torch.full_like(network.input_weight_variance, mode)
     if mix_nngp:
         scaled.base_kernel = NNGPNTKMixture(scaled.base_kernel)
     if learn_centre:

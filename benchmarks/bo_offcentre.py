@@ -405,6 +405,7 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-wide-2": _candidate(input_prior_scale=2.0),
         "ntk-wide-3.5": _candidate(input_prior_scale=3.5),
         "ntk-narrow-0.5": _candidate(input_prior_scale=0.5),
+        "ntk-input-mode-0.5": _candidate(input_prior_mode=0.5),
         "ntk-depth2": _candidate(depth=2),
         "ntk-depth5": _candidate(depth=5),
         "ntk-gamma-noise": _noise_prior("gamma"),

@@ -238,6 +238,25 @@ def test_input_prior_scale_replaces_only_the_first_layer_prior() -> None:
         assert math.isclose(first_mode, math.exp(float(deeper.loc) - WEIGHT_PRIOR_SCALE**2))
 
 
+def test_input_prior_mode_moves_the_first_layer_prior_and_start() -> None:
+    import torch
+
+    _load("bo_offcentre")
+    import _bo_surrogates as prototypes
+
+    from gp_ntk.bo.priors import WEIGHT_PRIOR_SCALE
+
+    network = prototypes.offcentre_kernel(4, input_prior_mode=0.5).base_kernel.base_kernel
+    first, deeper = network.input_weight_variance_prior, network.weight_variance_prior
+    assert float(first.scale) == WEIGHT_PRIOR_SCALE
+    assert math.isclose(math.exp(float(first.loc) - WEIGHT_PRIOR_SCALE**2), 0.5, rel_tol=1e-6)
+    torch.testing.assert_close(
+        network.input_weight_variance, torch.full_like(network.input_weight_variance, 0.5)
+    )
+    # the deeper layers keep the default mode, 2
+    assert math.isclose(math.exp(float(deeper.loc) - WEIGHT_PRIOR_SCALE**2), 2.0, rel_tol=1e-6)
+
+
 def test_nngp_ntk_mixture_interpolates_the_two_correlations() -> None:
     import gpytorch
     import torch
