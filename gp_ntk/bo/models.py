@@ -69,9 +69,9 @@ class NetworkSingleTaskGP(SingleTaskGP):
     (:math:`(A + A^\top)/2`: exactly symmetric). The values are the same up to rounding. At BO
     sizes a network kernel's evaluation costs its operations' fixed overheads more than its
     arithmetic: one qLogNEI value and gradient of the BO default at N = 110 took 0.70–0.76
-    times as long as with the two blocks (``benchmarks/bo_step.py``, ``docs/benchmarks.md``). Everything else is ``SingleTaskGP``'s; predictions larger than
-    ``ONE_BLOCK_MAX_ENTRIES`` entries, several inputs, or kernels GPyTorch does not evaluate lazily
-    take its own path.
+    times as long as with the two blocks (``benchmarks/bo_step.py``, ``docs/benchmarks.md``).
+    Everything else is ``SingleTaskGP``'s; predictions larger than ``ONE_BLOCK_MAX_ENTRIES``
+    entries, several inputs, or kernels GPyTorch does not evaluate lazily take its own path.
     """
 
     def _get_test_prior_mean_and_covariances(self, train_inputs, test_inputs, **kwargs):

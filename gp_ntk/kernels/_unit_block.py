@@ -241,13 +241,14 @@ class _UnitBlock(torch.autograd.Function):
         if bool((product <= tiny).any()):
             # (clamped products are constants)
             g_out = g_out.masked_fill(product <= tiny, 0.0)
-        g_diag1 = g_out.sum(-1).div_(diag1).mul_(-0.5) if side1 or symmetric else None
+        # (for k(X, X) side1 holds here, and both diagonals' gradients enter its diagonal)
+        g_diag1 = g_out.sum(-1).div_(diag1).mul_(-0.5) if side1 else None
         g_diag2 = g_out.sum(-2).div_(diag2).mul_(-0.5) if side2 or symmetric else None
         if symmetric:
             g_matrix.diagonal(dim1=-2, dim2=-1).add_(g_diag1 + g_diag2)
         no_zeros = (False,) * num_layers
         block_spec = (alpha, beta, num_layers, compute_ntk, symmetric, (no_zeros, no_zeros), None)
-        block_needs = (True, side1 or symmetric, side2 or symmetric, False, *needs[4:])
+        block_needs = (True, side1, side2 or symmetric, False, *needs[4:])
         g_cov, columns1, columns2, _, block_values = block_backward(
             block_spec,
             ctx.layers,
