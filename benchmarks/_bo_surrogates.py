@@ -7,6 +7,9 @@ r"""Network-kernel BO surrogates compared in ``benchmarks/bo_offcentre.py``, bui
 * :func:`offcentre_kernel` / :func:`make_offcentre_model`: variants of the present default
   (:func:`gp_ntk.bo.bo_kernel`), optionally with :class:`InputCentre`, a learnt input centre
   (measured in screening only; it was left out of the library for its cost per iteration).
+* :class:`SplitLogNormalPrior`: a variance prior that is the default's LogNormal above its mode
+  and broader below it, so that inputs without effect can switch off (screened for the embedded
+  problems).
 * :class:`EvidenceSelection`: the activation (or any other choice among surrogates) chosen by
   evidence inside the loop, every candidate refitted at every iteration.
 * :class:`EvidenceAverage`: the same candidates averaged by evidence (Bayesian model averaging)
@@ -32,8 +35,9 @@ from botorch.posteriors import Posterior
 from botorch.sampling.get_sampler import GetSampler, get_sampler
 from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import Kernel, ScaleKernel
-from gpytorch.priors import NormalPrior
+from gpytorch.priors import NormalPrior, Prior
 from torch import Tensor
+from torch.distributions import constraints
 
 from gp_ntk.bo import bo_kernel, make_bo_model
 from gp_ntk.bo.priors import (
@@ -52,6 +56,7 @@ __all__ = [
     "InputCentre",
     "MixturePosterior",
     "NNGPNTKMixture",
+    "SplitLogNormalPrior",
     "evidence_weights",
     "is_model_average",
     "make_offcentre_model",
@@ -195,6 +200,70 @@ class NNGPNTKMixture(Kernel):
         )
 
 
+class SplitLogNormalPrior(Prior):
+    r"""A prior on a variance :math:`v` with mode :math:`m`, Gaussian in :math:`\log v` with two widths.
+
+    .. math::
+        p(v) = \frac{1}{Z} \exp\Big(-\frac{(\log v - \log m)^2}{2 s(v)^2}\Big), \qquad
+        s(v) = \begin{cases} s_- & v < m \\ s_+ & v \ge m \end{cases},
+
+    :math:`Z = m \sqrt{2\pi}\,\big(s_+ e^{s_+^2/2}\Phi(s_+) + s_- e^{s_-^2/2}\Phi(-s_-)\big)`.
+    Its gradient in :math:`\log v` is :math:`-(\log v - \log m)/s(v)^2`: above the mode it pulls
+    exactly as ``log_normal(m, s_+)`` does (the default's prior with :math:`s_+ = 1`), below it as
+    a LogNormal of log-scale :math:`s_-`. With :math:`s_- > s_+` a first-layer variance the data
+    do not support can fall towards zero (the input switched off) while the variances the data
+    do support are held as before. Sampling draws the side with its share of :math:`Z`, then
+    :math:`\log v - \log m` from the normal :math:`N(s^2, s^2)` truncated to that side.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.positive
+
+    def __init__(self, mode: float, lower_scale: float, upper_scale: float, transform=None):
+        for name, value in (("mode", mode), ("lower_scale", lower_scale), ("upper_scale", upper_scale)):
+            if not (isinstance(value, float) and math.isfinite(value) and value > 0.0):
+                raise ValueError(f"{name} must be a positive finite float, got {value!r}")
+        torch.nn.Module.__init__(self)
+        torch.distributions.Distribution.__init__(self, batch_shape=torch.Size(), validate_args=False)
+        self.register_buffer("log_mode", torch.tensor(math.log(mode), dtype=torch.float64))
+        self.register_buffer("lower_scale", torch.tensor(lower_scale, dtype=torch.float64))
+        self.register_buffer("upper_scale", torch.tensor(upper_scale, dtype=torch.float64))
+        self._transform = transform
+
+    def _side_weights(self) -> tuple[Tensor, Tensor]:
+        normal = torch.distributions.Normal(0.0, 1.0)
+        low, up = self.lower_scale, self.upper_scale
+        upper = up * torch.exp(up**2 / 2) * normal.cdf(up)
+        lower = low * torch.exp(low**2 / 2) * normal.cdf(-low)
+        return lower, upper
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        x = self.transform(x)
+        offset = torch.log(x) - self.log_mode.to(x)
+        scale = torch.where(offset < 0, self.lower_scale.to(x), self.upper_scale.to(x))
+        lower, upper = self._side_weights()
+        log_normaliser = self.log_mode + 0.5 * math.log(2 * math.pi) + torch.log(lower + upper)
+        return -(offset**2) / (2 * scale**2) - log_normaliser.to(x)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        lower, upper = self._side_weights()
+        below = torch.rand(sample_shape, dtype=torch.float64) < lower / (lower + upper)
+        scale = torch.where(below, self.lower_scale, self.upper_scale)
+        normal = torch.distributions.Normal(0.0, 1.0)
+        # N(s^2, s^2) truncated to t < 0 (below) or t >= 0 (above), by its inverse CDF
+        cut = normal.cdf(-scale)
+        uniform = torch.rand(sample_shape, dtype=torch.float64)
+        level = torch.where(below, uniform * cut, cut + uniform * (1 - cut))
+        offset = scale**2 + scale * normal.icdf(level.clamp(1e-300, 1 - 1e-16))
+        offset = torch.where(below, offset.clamp(max=0.0), offset.clamp(min=0.0))
+        return torch.exp(self.log_mode + offset)
+
+    def expand(self, batch_shape: torch.Size, _instance=None) -> SplitLogNormalPrior:
+        if torch.Size(batch_shape) != torch.Size():
+            raise ValueError("SplitLogNormalPrior has scalar hyperparameters; it applies elementwise")
+        return self
+
+
 def offcentre_kernel(
     num_dims: int,
     *,
@@ -205,6 +274,7 @@ def offcentre_kernel(
     centre_prior_scale: float = 0.5,
     input_prior_scale: float | None = None,
     input_prior_mode: float | None = None,
+    input_prior_lower_scale: float | None = None,
     mix_nngp: bool = False,
     **options: Any,
 ) -> ScaleKernel:
@@ -214,7 +284,9 @@ def offcentre_kernel(
     ``unit_variance`` is ``bo_kernel``'s ``normalize``; ``input_prior_scale`` replaces the
     log-scale of the per-feature first-layer weight variances' prior (same mode; the deeper
     layers keep theirs); ``input_prior_mode`` moves that prior's mode and the variances' initial
-    value (same log-scale unless ``input_prior_scale`` is given); ``mix_nngp`` replaces the unit-variance NTK by :class:`NNGPNTKMixture`;
+    value (same log-scale unless ``input_prior_scale`` is given); ``input_prior_lower_scale``
+    replaces that prior by :class:`SplitLogNormalPrior` (same mode, this log-scale below it,
+    ``input_prior_scale`` or the default's above); ``mix_nngp`` replaces the unit-variance NTK by :class:`NNGPNTKMixture`;
     other options go to ``bo_kernel``.
     """
     if mix_nngp:
@@ -222,11 +294,15 @@ def offcentre_kernel(
     if bias_mode is not None:
         options.update(bias_variance=bias_mode, bias_variance_prior=log_normal(bias_mode, BIAS_PRIOR_SCALE))
     scaled = bo_kernel(kernel, num_dims, normalize=unit_variance, **options)
-    if input_prior_scale is not None or input_prior_mode is not None:
+    if input_prior_scale is not None or input_prior_mode is not None or input_prior_lower_scale is not None:
         network = scaled.base_kernel.base_kernel if unit_variance else scaled.base_kernel
         mode = weight_variance_mode(kernel, num_dims) if input_prior_mode is None else input_prior_mode
         scale = WEIGHT_PRIOR_SCALE if input_prior_scale is None else input_prior_scale
-        network._register_variance_prior(log_normal(mode, scale), "input_weight_variance")
+        if input_prior_lower_scale is None:
+            prior: Prior = log_normal(mode, scale)
+        else:
+            prior = SplitLogNormalPrior(float(mode), float(input_prior_lower_scale), float(scale))
+        network._register_variance_prior(prior, "input_weight_variance")
         if input_prior_mode is not None:
             network.input_weight_variance = torch.full_like(network.input_weight_variance, mode)
     if mix_nngp:

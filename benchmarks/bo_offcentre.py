@@ -406,6 +406,10 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-wide-3.5": _candidate(input_prior_scale=3.5),
         "ntk-narrow-0.5": _candidate(input_prior_scale=0.5),
         "ntk-input-mode-0.5": _candidate(input_prior_mode=0.5),
+        # the default's prior above its mode, a broader one below: inputs without effect can
+        # switch off, the ones the data use are held as before (for the embedded problems)
+        "ntk-split-3": _candidate(input_prior_lower_scale=3.0),
+        "ntk-split-5": _candidate(input_prior_lower_scale=5.0),
         "ntk-depth2": _candidate(depth=2),
         "ntk-depth5": _candidate(depth=5),
         "ntk-gamma-noise": _noise_prior("gamma"),

@@ -257,6 +257,50 @@ def test_input_prior_mode_moves_the_first_layer_prior_and_start() -> None:
     assert math.isclose(math.exp(float(deeper.loc) - WEIGHT_PRIOR_SCALE**2), 2.0, rel_tol=1e-6)
 
 
+def test_split_log_normal_prior_is_the_default_above_its_mode_and_broader_below() -> None:
+    import pickle
+
+    import torch
+
+    _load("bo_offcentre")
+    import _bo_surrogates as prototypes
+
+    from gp_ntk.bo.priors import log_normal
+
+    prior = prototypes.SplitLogNormalPrior(2.0, 3.0, 1.0)
+    # a density: integrates to one over v (quadrature in log v)
+    log_v = torch.linspace(-45.0, 12.0, 200_001, dtype=torch.float64)
+    density = prior.log_prob(log_v.exp()).exp() * log_v.exp()
+    assert math.isclose(float(torch.trapezoid(density, log_v)), 1.0, rel_tol=1e-6)
+    # above the mode its gradient is the default LogNormal's; below, that of log-scale 3
+    for value, reference in (
+        (torch.tensor([2.5, 7.0, 40.0]), log_normal(2.0, 1.0)),
+        (torch.tensor([0.01, 0.3, 1.9]), log_normal(2.0, 3.0)),
+    ):
+        value = value.double().requires_grad_()
+        (mine,) = torch.autograd.grad(prior.log_prob(value).sum(), value)
+        theirs_at = value.detach().clone().requires_grad_()
+        (theirs,) = torch.autograd.grad(reference.log_prob(theirs_at).sum(), theirs_at)
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)  # LogNormalPrior holds float32
+    assert float(prior.log_prob(torch.tensor(2.0, dtype=torch.float64))) > float(
+        prior.log_prob(torch.tensor(1.9, dtype=torch.float64))
+    )
+    # samples follow the density: the mass below the mode and below 0.1
+    torch.manual_seed(0)
+    samples = prior.rsample(torch.Size([100_000]))
+    for cut in (0.1, 2.0, 6.0):
+        exact = float(torch.trapezoid(density * (log_v.exp() < cut), log_v))
+        assert abs(float((samples < cut).double().mean()) - exact) < 5e-3
+    restored = pickle.loads(pickle.dumps(prior))
+    torch.testing.assert_close(restored.log_prob(samples[:5]), prior.log_prob(samples[:5]))
+    with pytest.raises(ValueError, match="lower_scale"):
+        prototypes.SplitLogNormalPrior(2.0, -1.0, 1.0)
+    # as the arm registers it: on the per-feature first-layer variances only
+    network = prototypes.offcentre_kernel(4, input_prior_lower_scale=3.0).base_kernel.base_kernel
+    assert isinstance(network.input_weight_variance_prior, prototypes.SplitLogNormalPrior)
+    assert not isinstance(network.weight_variance_prior, prototypes.SplitLogNormalPrior)
+
+
 def test_nngp_ntk_mixture_interpolates_the_two_correlations() -> None:
     import gpytorch
     import torch
