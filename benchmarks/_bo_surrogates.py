@@ -231,10 +231,10 @@ class SplitLogNormalPrior(Prior):
         self._transform = transform
 
     def _side_weights(self) -> tuple[Tensor, Tensor]:
-        normal = torch.distributions.Normal(0.0, 1.0)
+        # s e^{s^2/2} Phi(-/+s) through log_ndtr: Phi(-10) is 8e-24, e^{50} is 5e21
         low, up = self.lower_scale, self.upper_scale
-        upper = up * torch.exp(up**2 / 2) * normal.cdf(up)
-        lower = low * torch.exp(low**2 / 2) * normal.cdf(-low)
+        lower = low * torch.exp(low**2 / 2 + torch.special.log_ndtr(-low))
+        upper = up * torch.exp(up**2 / 2 + torch.special.log_ndtr(up))
         return lower, upper
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -248,14 +248,22 @@ class SplitLogNormalPrior(Prior):
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
         lower, upper = self._side_weights()
         below = torch.rand(sample_shape, dtype=torch.float64) < lower / (lower + upper)
-        scale = torch.where(below, self.lower_scale, self.upper_scale)
-        normal = torch.distributions.Normal(0.0, 1.0)
-        # N(s^2, s^2) truncated to t < 0 (below) or t >= 0 (above), by its inverse CDF
-        cut = normal.cdf(-scale)
-        uniform = torch.rand(sample_shape, dtype=torch.float64)
-        level = torch.where(below, uniform * cut, cut + uniform * (1 - cut))
-        offset = scale**2 + scale * normal.icdf(level.clamp(1e-300, 1 - 1e-16))
-        offset = torch.where(below, offset.clamp(max=0.0), offset.clamp(min=0.0))
+        offset = torch.empty(sample_shape, dtype=torch.float64)
+        pending = torch.ones(sample_shape, dtype=torch.bool)
+        # rejection sampling, vectorised. Below the mode t = log v - log m has density
+        # exp(t - t^2 / (2 s^2)) <= e^t: propose -Exp(1), accept with exp(-t^2 / (2 s^2)).
+        # Above it, N(s^2, s^2) cut at 0: propose the normal, accept t >= 0 (at least half).
+        while pending.any():
+            exponential = torch.log(torch.rand(sample_shape, dtype=torch.float64))
+            accept_low = torch.rand(sample_shape, dtype=torch.float64) < torch.exp(
+                -(exponential**2) / (2 * self.lower_scale**2)
+            )
+            up = self.upper_scale
+            gaussian = up**2 + up * torch.randn(sample_shape, dtype=torch.float64)
+            proposal = torch.where(below, exponential, gaussian)
+            accept = torch.where(below, accept_low, gaussian >= 0) & pending
+            offset = torch.where(accept, proposal, offset)
+            pending = pending & ~accept
         return torch.exp(self.log_mode + offset)
 
     def expand(self, batch_shape: torch.Size, _instance=None) -> SplitLogNormalPrior:
@@ -275,6 +283,7 @@ def offcentre_kernel(
     input_prior_scale: float | None = None,
     input_prior_mode: float | None = None,
     input_prior_lower_scale: float | None = None,
+    sparse_beyond: int | None = None,
     mix_nngp: bool = False,
     **options: Any,
 ) -> ScaleKernel:
@@ -286,11 +295,20 @@ def offcentre_kernel(
     layers keep theirs); ``input_prior_mode`` moves that prior's mode and the variances' initial
     value (same log-scale unless ``input_prior_scale`` is given); ``input_prior_lower_scale``
     replaces that prior by :class:`SplitLogNormalPrior` (same mode, this log-scale below it,
-    ``input_prior_scale`` or the default's above); ``mix_nngp`` replaces the unit-variance NTK by :class:`NNGPNTKMixture`;
+    ``input_prior_scale`` or the default's above); ``sparse_beyond`` sets that lower log-scale
+    from the dimension, :math:`s_- = s \max(1, d / \text{sparse\_beyond})`, so that up to
+    ``sparse_beyond`` inputs the prior is the default's (the same ``LogNormalPrior``) and beyond
+    it an input can switch off more easily the more inputs there are; ``mix_nngp`` replaces the unit-variance NTK by :class:`NNGPNTKMixture`;
     other options go to ``bo_kernel``.
     """
     if mix_nngp:
         unit_variance = False
+    if sparse_beyond is not None:
+        if input_prior_lower_scale is not None:
+            raise ValueError("pass input_prior_lower_scale or sparse_beyond, not both")
+        if num_dims > sparse_beyond:
+            upper = WEIGHT_PRIOR_SCALE if input_prior_scale is None else input_prior_scale
+            input_prior_lower_scale = upper * num_dims / sparse_beyond
     if bias_mode is not None:
         options.update(bias_variance=bias_mode, bias_variance_prior=log_normal(bias_mode, BIAS_PRIOR_SCALE))
     scaled = bo_kernel(kernel, num_dims, normalize=unit_variance, **options)

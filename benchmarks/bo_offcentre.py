@@ -410,6 +410,9 @@ def surrogates() -> dict[str, Callable | None]:
         # switch off, the ones the data use are held as before (for the embedded problems)
         "ntk-split-3": _candidate(input_prior_lower_scale=3.0),
         "ntk-split-5": _candidate(input_prior_lower_scale=5.0),
+        # the same, broader below the mode the more inputs there are beyond ten: d / 10
+        # (the default's prior up to ten inputs, log-scale 5 at 50 and 10 at 100)
+        "ntk-sparse-10": _candidate(sparse_beyond=10),
         "ntk-depth2": _candidate(depth=2),
         "ntk-depth5": _candidate(depth=5),
         "ntk-gamma-noise": _noise_prior("gamma"),

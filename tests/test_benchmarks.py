@@ -257,7 +257,8 @@ def test_input_prior_mode_moves_the_first_layer_prior_and_start() -> None:
     assert math.isclose(math.exp(float(deeper.loc) - WEIGHT_PRIOR_SCALE**2), 2.0, rel_tol=1e-6)
 
 
-def test_split_log_normal_prior_is_the_default_above_its_mode_and_broader_below() -> None:
+@pytest.mark.parametrize("lower_scale", [3.0, 10.0])
+def test_split_log_normal_prior_is_the_default_above_its_mode_and_broader_below(lower_scale: float) -> None:
     import pickle
 
     import torch
@@ -267,15 +268,15 @@ def test_split_log_normal_prior_is_the_default_above_its_mode_and_broader_below(
 
     from gp_ntk.bo.priors import log_normal
 
-    prior = prototypes.SplitLogNormalPrior(2.0, 3.0, 1.0)
+    prior = prototypes.SplitLogNormalPrior(2.0, lower_scale, 1.0)
     # a density: integrates to one over v (quadrature in log v)
-    log_v = torch.linspace(-45.0, 12.0, 200_001, dtype=torch.float64)
+    log_v = torch.linspace(-1000.0, 12.0, 1_000_001, dtype=torch.float64)
     density = prior.log_prob(log_v.exp()).exp() * log_v.exp()
     assert math.isclose(float(torch.trapezoid(density, log_v)), 1.0, rel_tol=1e-6)
     # above the mode its gradient is the default LogNormal's; below, that of log-scale 3
     for value, reference in (
         (torch.tensor([2.5, 7.0, 40.0]), log_normal(2.0, 1.0)),
-        (torch.tensor([0.01, 0.3, 1.9]), log_normal(2.0, 3.0)),
+        (torch.tensor([0.01, 0.3, 1.9]), log_normal(2.0, lower_scale)),
     ):
         value = value.double().requires_grad_()
         (mine,) = torch.autograd.grad(prior.log_prob(value).sum(), value)
@@ -288,7 +289,7 @@ def test_split_log_normal_prior_is_the_default_above_its_mode_and_broader_below(
     # samples follow the density: the mass below the mode and below 0.1
     torch.manual_seed(0)
     samples = prior.rsample(torch.Size([100_000]))
-    for cut in (0.1, 2.0, 6.0):
+    for cut in (0.01, 0.1, 1.0, 2.0, 6.0):
         exact = float(torch.trapezoid(density * (log_v.exp() < cut), log_v))
         assert abs(float((samples < cut).double().mean()) - exact) < 5e-3
     restored = pickle.loads(pickle.dumps(prior))
@@ -299,6 +300,27 @@ def test_split_log_normal_prior_is_the_default_above_its_mode_and_broader_below(
     network = prototypes.offcentre_kernel(4, input_prior_lower_scale=3.0).base_kernel.base_kernel
     assert isinstance(network.input_weight_variance_prior, prototypes.SplitLogNormalPrior)
     assert not isinstance(network.weight_variance_prior, prototypes.SplitLogNormalPrior)
+
+
+def test_sparse_beyond_keeps_the_default_prior_up_to_that_many_inputs() -> None:
+    _load("bo_offcentre")
+    import _bo_surrogates as prototypes
+
+    from gp_ntk.bo import bo_kernel
+
+    default = bo_kernel("ntk", 10).base_kernel.base_kernel.input_weight_variance_prior
+    same = prototypes.offcentre_kernel(
+        10, sparse_beyond=10
+    ).base_kernel.base_kernel.input_weight_variance_prior
+    assert type(same) is type(default)
+    assert (float(same.loc), float(same.scale)) == (float(default.loc), float(default.scale))
+    wider = prototypes.offcentre_kernel(
+        50, sparse_beyond=10
+    ).base_kernel.base_kernel.input_weight_variance_prior
+    assert isinstance(wider, prototypes.SplitLogNormalPrior)
+    assert (float(wider.lower_scale), float(wider.upper_scale)) == (5.0, 1.0)
+    with pytest.raises(ValueError, match="not both"):
+        prototypes.offcentre_kernel(50, sparse_beyond=10, input_prior_lower_scale=3.0)
 
 
 def test_nngp_ntk_mixture_interpolates_the_two_correlations() -> None:
