@@ -578,6 +578,9 @@ def run_one(problem: Problem, surrogate: str, factory, seed: int, budget: Budget
         "seed": seed,
         "q": budget.batch_size,
         "num_initial": budget.num_initial,
+        "num_evaluations": budget.num_evaluations,
+        "restarts": budget.restarts,
+        "raw_samples": budget.raw_samples,
         "optimal_value": instance.optimal_value,
         "log_regret": log_regret(values, instance.optimal_value),
         "fit_seconds": list(fit_s),
@@ -621,6 +624,18 @@ def _claim(folder: Path, key: tuple[str, str, int, int]) -> bool:
             handle.write(str(os.getpid()))
         return True
     return False
+
+
+def recorded_budgets(records: Sequence[dict[str, Any]]) -> str:
+    """The budgets the runs were made with, from the records (older records lack some fields)."""
+    fields = ("num_initial", "num_evaluations", "q", "restarts", "raw_samples")
+    seen = sorted({tuple(r.get(f) for f in fields) for r in records}, key=str)
+    if not seen:
+        return "no runs"
+    return "; ".join(
+        ", ".join(f"{f}={'not recorded' if v is None else v}" for f, v in zip(fields, budget))
+        for budget in seen
+    )
 
 
 def _load(folder: Path) -> list[dict[str, Any]]:
@@ -1022,13 +1037,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         records = run_benchmark(problems, names, seeds, budget, args.out, (shard_index, shard_count))
     text = tables(records)
     command = "python benchmarks/bo_offcentre.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(f"\n{text}\n\nBudget: {budget}\nCommand: {command}")
+    # a report describes the runs it read, not this command's (default) budget options
+    budget_text = recorded_budgets(records) if args.report else str(budget)
+    print(f"\n{text}\n\nBudget: {budget_text}\nCommand: {command}")
     plot_path = args.plot or (None if args.out is None else args.out / f"bo_offcentre_regret_q{args.q}.png")
     if plot_path is not None and records:
         plot(records, plot_path)
     if args.out is not None:
         (args.out / f"results_q{args.q}.md").write_text(
-            f"{text}\n\nBudget: {budget}\n\nCommand: `{command}`\n"
+            f"{text}\n\nBudget: {budget_text}\n\nCommand: `{command}`\n"
         )
     return {"records": records, "tables": text}
 

@@ -200,6 +200,25 @@ def test_offcentre_benchmark_quick_run_resumes(tmp_path: Path) -> None:
     lines = sum(path.read_text().count("\n") for path in tmp_path.glob("runs*.jsonl"))
     benchmark.main(["--quick", "--out", str(tmp_path)])
     assert sum(path.read_text().count("\n") for path in tmp_path.glob("runs*.jsonl")) == lines
+    # a report names the budget its runs were made with, not its own (default) options
+    problem = records[0]["problem"]
+    benchmark.main(
+        [
+            "--report",
+            "--out",
+            str(tmp_path),
+            "--seeds",
+            "1",
+            "--problems",
+            problem,
+            "--surrogates",
+            "rbf",
+            "sobol",
+            "default",
+        ]
+    )
+    budget = (tmp_path / "results_q1.md").read_text().split("Budget: ")[1].splitlines()[0]
+    assert budget == "num_initial=4, num_evaluations=6, q=1, restarts=1, raw_samples=16"
 
 
 def test_input_centre_shifts_both_arguments() -> None:
