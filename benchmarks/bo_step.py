@@ -15,7 +15,9 @@ affects them alike), and prints medians and ratios to BoTorch's default ``Single
 * ``default-two-blocks``: the default's modules in BoTorch's own ``SingleTaskGP``, whose
   predictions evaluate the kernel twice, ``k(X*, X)`` and ``k(X*, X*)``, where
   :class:`gp_ntk.bo.NetworkSingleTaskGP` evaluates one block;
-* ``default-warm``, ``rbf-warm`` and ``default-two-blocks-warm``: those surrogates with the fit started at the hyperparameters
+* ``relu2``: the default with ReLU squared (``activation=ArcCos(2)``, Cho & Saul's order 2)
+  in place of ReLU, the arm ``ntk-relu2`` of ``benchmarks/bo_offcentre.py``;
+* ``default-warm``, ``rbf-warm``, ``default-two-blocks-warm`` and ``relu2-warm``: those surrogates with the fit started at the hyperparameters
   fitted on the first N - 1 points (``gp_ntk.bo.warm_start``, what ``run_bo`` does between
   iterations; the earlier fit is not timed).
 
@@ -75,6 +77,14 @@ def _default(x, y):
     return make_bo_model(x, y, bounds)
 
 
+def _relu_squared(x, y):
+    from gp_ntk.activations import ArcCos
+    from gp_ntk.bo import make_bo_model
+
+    bounds = torch.stack([torch.zeros(x.shape[-1]), torch.ones(x.shape[-1])]).to(x)
+    return make_bo_model(x, y, bounds, activation=ArcCos(2))
+
+
 def _default_two_blocks(x, y):
     # the same modules in BoTorch's own SingleTaskGP: GPyTorch's prediction, k(X*, X) and
     # k(X*, X*) as two kernel evaluations, where NetworkSingleTaskGP evaluates one block
@@ -93,9 +103,11 @@ SURROGATES = {
     "default": _default,
     "ntk-unit": _ntk_unit,
     "default-two-blocks": _default_two_blocks,
+    "relu2": _relu_squared,
     "default-warm": _default,
     "rbf-warm": _rbf,
     "default-two-blocks-warm": _default_two_blocks,
+    "relu2-warm": _relu_squared,
 }
 
 

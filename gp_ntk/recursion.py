@@ -14,6 +14,7 @@ are computed here and nowhere else.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ __all__ = [
     "block_recursion",
     "first_layer_covariance",
     "first_layer_variances",
+    "fused_block_coefficients",
     "layer_recursion",
     "linear_covariances",
     "needs_identical_points",
@@ -333,11 +335,13 @@ def block_recursion(
     # (a compiled graph takes the generic recursion: the compiler fuses its operations itself)
     # (the fused path pays on small blocks, where the number of matrix-sized operations
     # dominates; above 2**18 entries the generic recursion was measured faster: docs/benchmarks.md)
-    if identical is None and not torch.compiler.is_compiling() and cov.numel() < ONE_THREAD_BELOW:
-        coefficients = relu_family_coefficients(activation)
+    # (with identical pairs to overwrite, the generic recursion: the fused one has no hook for them)
+    fusable = identical is None or not identical.active
+    if fusable and not torch.compiler.is_compiling() and cov.numel() < ONE_THREAD_BELOW:
+        coefficients = fused_block_coefficients(activation)
         if coefficients is not None:
-            # ReLU family: all layers in one autograd function with a closed-form backward pass;
-            # `generic` serves its double backward
+            # ReLU family and rectified square: all layers in one autograd function with a
+            # closed-form backward pass; `generic` serves its double backward
 
             def generic(cov, stats1, stats2, theta, weights, biases):
                 standard = None if theta is None else (theta, standard_ntk[1])
@@ -355,18 +359,29 @@ def block_recursion(
                     None,
                 )
 
+            alpha, beta, order = coefficients
+            # (a fixed variance given as a number, as the arc-cosine kernel's, as a constant tensor)
+            weights, biases = (
+                [
+                    torch.tensor(v, dtype=cov.dtype, device=cov.device) if isinstance(v, (int, float)) else v
+                    for v in group
+                ]
+                for group in (weight_variances, bias_variances)
+            )
             return relu_family_recursion(
-                *coefficients,
+                alpha,
+                beta,
                 cov,
                 stats1,
                 stats2,
-                weight_variances,
-                bias_variances,
+                weights,
+                biases,
                 compute_ntk,
                 symmetric,
                 zeros,
                 standard_ntk,
                 generic,
+                order,
             )
     return _block_layers(
         cov,
@@ -388,6 +403,19 @@ def relu_family_coefficients(activation: Activation) -> tuple[float, float] | No
     from .activations.relu_family import ABReLU
 
     return activation.relu_family_coefficients() if isinstance(activation, ABReLU) else None
+
+
+def fused_block_coefficients(activation: Activation) -> tuple[float, float, int] | None:
+    """``(alpha, beta, order)`` of an activation whose block ``gp_ntk.ops.relu_family`` fuses:
+    the ReLU family (order 1) and the rectified monomials ``ArcCos(1)``, ``ArcCos(2)``; else ``None``."""
+    from .activations.relu_family import ArcCos
+
+    coefficients = relu_family_coefficients(activation)
+    if coefficients is not None:
+        return (*coefficients, 1)
+    if isinstance(activation, ArcCos) and activation.order in (1, 2):
+        return 1.0 / (2.0 * math.pi), 0.0, activation.order
+    return None
 
 
 def _block_layers(

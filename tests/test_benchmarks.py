@@ -793,8 +793,10 @@ def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
         "default-warm",
         "rbf-warm",
         "default-two-blocks-warm",
+        "relu2",
+        "relu2-warm",
     }
-    for name in ("rbf", "default", "default-warm", "rbf-warm", "default-two-blocks"):
+    for name in ("rbf", "default", "default-warm", "rbf-warm", "default-two-blocks", "relu2", "relu2-warm"):
         assert all(math.isfinite(value) and value > 0 for value in medians[name]), name
         # the raw samples are one evaluation, L-BFGS adds at least one more
         assert results[8]["acquisition_calls"][name] >= 2, name

@@ -1,11 +1,15 @@
-"""The fused ReLU-family recursion against the generic one, its second derivatives and threads."""
+"""The fused ReLU-family (and rectified-square) recursion against the generic one, its second
+derivatives and threads."""
 
 from __future__ import annotations
+
+import inspect
 
 import pytest
 import torch
 
 import gp_ntk
+from gp_ntk.activations import ArcCos
 from gp_ntk.ops import relu_family
 
 
@@ -13,7 +17,7 @@ def _generic(monkeypatch):
     # the generic recursion: hide the activation's fused-recursion coefficients
     from gp_ntk import recursion
 
-    monkeypatch.setattr(recursion, "relu_family_coefficients", lambda activation: None)
+    monkeypatch.setattr(recursion, "fused_block_coefficients", lambda activation: None)
 
 
 CASES = [
@@ -26,6 +30,14 @@ CASES = [
     (gp_ntk.NTKKernel, {"activation": "abs"}),
     (gp_ntk.NTKKernel, {"activation": gp_ntk.activations.ABReLU(-0.5, 1.5)}),
     (gp_ntk.NTKKernel, {"batch_shape": torch.Size([2])}),
+    # the rectified monomials of orders 1 and 2 (a symmetric block of order 2, with its pairs
+    # of identical points, takes the generic recursion either way)
+    (gp_ntk.NTKKernel, {"activation": ArcCos(1)}),
+    (gp_ntk.NTKKernel, {"activation": ArcCos(2)}),
+    (gp_ntk.NNGPKernel, {"activation": ArcCos(2)}),
+    (gp_ntk.NTKKernel, {"activation": ArcCos(2), "bias_variance": 0.0}),
+    (gp_ntk.NTKKernel, {"activation": ArcCos(2), "parameterization": "standard", "width": 7}),
+    (gp_ntk.NTKKernel, {"activation": ArcCos(2), "per_layer": True, "weight_variance": [1.5, 2.0, 2.5, 1.0]}),
 ]
 
 
@@ -63,8 +75,9 @@ def test_fused_matches_generic_values_and_gradients(monkeypatch, cls, kwargs, sy
     _assert_fused_matches_generic(monkeypatch, cls, kwargs, x1, x2)
 
 
+@pytest.mark.parametrize("activation", ["relu", ArcCos(2)])
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_fused_matches_generic_at_zero_variances(monkeypatch, symmetric):
+def test_fused_matches_generic_at_zero_variances(monkeypatch, symmetric, activation):
     # without biases a zero input has variance 0 in every layer: its reciprocal statistics are
     # 0, and the backward pass takes each reciprocal from the other statistic's column
     generator = torch.Generator().manual_seed(4)
@@ -74,7 +87,8 @@ def test_fused_matches_generic_at_zero_variances(monkeypatch, symmetric):
     if not symmetric:
         x2 = torch.randn(6, 4, dtype=torch.float64, generator=generator)
         x2[1] = 0.0
-    _assert_fused_matches_generic(monkeypatch, gp_ntk.NTKKernel, {"bias_variance": 0.0}, x1, x2)
+    kwargs = {"bias_variance": 0.0, "activation": activation}
+    _assert_fused_matches_generic(monkeypatch, gp_ntk.NTKKernel, kwargs, x1, x2)
 
 
 def test_fused_matches_generic_with_broadcast_batches(monkeypatch):
@@ -103,10 +117,55 @@ def test_fused_second_derivatives_match_generic(monkeypatch):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_fused_backward_passes_gradcheck():
+def test_rectified_square_takes_the_fused_recursion_only_without_identical_pairs(monkeypatch):
+    from gp_ntk import recursion
+
+    calls = []
+    original = recursion.relu_family_recursion
+
+    def recording(*args, **kwargs):
+        calls.append(inspect.signature(original).bind(*args, **kwargs).arguments.get("order", 1))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recursion, "relu_family_recursion", recording)
+    generator = torch.Generator().manual_seed(6)
+    x1 = torch.randn(6, 3, dtype=torch.float64, generator=generator)
+    x2 = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+    kernel = gp_ntk.NTKKernel(3, ArcCos(2), bias_variance=0.3).double()
+    kernel(x1, x2).to_dense()
+    assert calls == [2]
+    # a point on both sides, and k(X, X): the generic recursion evaluates its identical pairs
+    kernel(x1, torch.cat([x2, x1[:1]])).to_dense()
+    kernel(x1).to_dense()
+    assert calls == [2]
+    gp_ntk.NTKKernel(3, ArcCos(3), bias_variance=0.3).double()(x1, x2).to_dense()
+    assert calls == [2]
+
+
+def test_rectified_square_second_derivatives_match_generic(monkeypatch):
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 3, dtype=torch.float64, generator=generator)
+    y = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+    kernel = gp_ntk.NTKKernel(2, ArcCos(2), weight_variance=1.3, bias_variance=0.2).double()
+
+    def hessian_row():
+        leaf = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(kernel(leaf, y).to_dense().sum(), leaf, create_graph=True)
+        return torch.autograd.grad(grad[0, 0], (leaf, kernel.raw_weight_variance))
+
+    fused = hessian_row()
+    with monkeypatch.context() as patch:
+        _generic(patch)
+        generic = hessian_row()
+    for got, expected in zip(fused, generic):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", ArcCos(2)])
+def test_fused_backward_passes_gradcheck(activation):
     x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     y = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    kernel = gp_ntk.NTKKernel(2, "leaky_relu", weight_variance=1.7, bias_variance=0.2).double()
+    kernel = gp_ntk.NTKKernel(2, activation, weight_variance=1.7, bias_variance=0.2).double()
 
     def both(a, b):
         nngp, ntk = kernel.nngp_and_ntk(a, b)

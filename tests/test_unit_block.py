@@ -6,20 +6,32 @@ import pytest
 import torch
 
 import gp_ntk
+from gp_ntk.activations import ArcCos, LeakyReLU
 from gp_ntk.kernels import UnitVarianceKernel
 from gp_ntk.kernels._unit_block import unit_variance_block, unit_variance_block_reference
 from gp_ntk.kernels.base import VarianceKernel
 from gp_ntk.recursion import (
     first_layer_variances,
+    fused_block_coefficients,
     layer_recursion,
     point_statistics,
-    relu_family_coefficients,
 )
 
 D = 4
 
 
+#: the activations whose unit-variance block is fused, by test id
+ACTIVATIONS = {
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "abs": "abs",
+    "arccos1": ArcCos(1),
+    "arccos2": ArcCos(2),
+}
+
+
 def _kernel(name: str, activation: str, batch_shape: tuple = ()) -> VarianceKernel:
+    activation = ACTIVATIONS.get(activation, activation)
     cls = gp_ntk.NTKKernel if name == "ntk" else gp_ntk.NNGPKernel
     kernel = cls(depth=3, activation=activation, ard_num_dims=D, batch_shape=torch.Size(batch_shape)).double()
     generator = torch.Generator().manual_seed(3)
@@ -43,7 +55,7 @@ def _parameters(kernel):
 
 
 @pytest.mark.parametrize("name", ["ntk", "nngp"])
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "abs"])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize(
     "rows, cols, kernel_batch",
@@ -93,12 +105,12 @@ def test_unit_variance_kernel_takes_the_fused_path(monkeypatch) -> None:
     assert calls == [True]
 
 
+@pytest.mark.parametrize("activation", [LeakyReLU(0.2), ArcCos(2)], ids=["leaky_relu", "arccos2"])
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("name", ["ntk", "nngp"])
-def test_fused_block_gradcheck_and_second_derivatives(name, symmetric) -> None:
+def test_fused_block_gradcheck_and_second_derivatives(name, symmetric, activation) -> None:
     # the statistics and diagonals are recomputed from the perturbed inputs, so that the finite
     # differences see every dependence the hand-written backward pass accounts for
-    activation = gp_ntk.activations.LeakyReLU(0.2)
     compute_ntk = name == "ntk"
     num_layers = 3
     generator = torch.Generator().manual_seed(1)
@@ -124,7 +136,7 @@ def test_fused_block_gradcheck_and_second_derivatives(name, symmetric) -> None:
                 diagonals.append(ntk if compute_ntk else nngp)
         return unit_variance_block(
             activation,
-            relu_family_coefficients(activation),
+            fused_block_coefficients(activation),
             a,
             b,
             w,
@@ -167,6 +179,17 @@ def test_fused_path_declines_where_the_generic_path_is_needed() -> None:
     with gp_ntk.settings.lazy_evaluation("always"):
         assert gp_ntk.NTKKernel(depth=2).double().unit_variance_matrix(x1, x2) is None
     assert gp_ntk.NTKKernel(depth=2).double().unit_variance_matrix(x1, x2) is not None
+    # the rectified square where a point may occur twice (the generic path's identical pairs),
+    # and a rectified monomial of higher order
+    square = gp_ntk.NTKKernel(depth=2, activation=ArcCos(2)).double()
+    assert square.unit_variance_matrix(x1, x2) is not None
+    assert square.unit_variance_matrix(x1, x1) is not None  # k(X, X) of distinct points
+    assert square.unit_variance_matrix(x1, x1.clone()) is None  # a cross block of equal points
+    assert square.unit_variance_matrix(x1, torch.cat([x2, x1[1:2]])) is None
+    assert square.unit_variance_matrix(torch.cat([x1, x1[:1]]), x2) is not None
+    assert square.unit_variance_matrix(*(torch.cat([x1, x1[:1]]),) * 2) is None
+    cubic = gp_ntk.NTKKernel(depth=2, activation=ArcCos(3)).double()
+    assert cubic.unit_variance_matrix(x1, x2) is None
 
 
 def test_remembered_statistics_follow_the_inputs_and_hyperparameters(monkeypatch) -> None:

@@ -11,15 +11,18 @@ inputs and the layers' variances to the correlation matrix
 in one forward pass (the first layer, the per-point statistics, the block recursion of
 :func:`~gp_ntk.ops.relu_family.relu_family_layers` and the diagonals) and writes the backward
 pass by hand, reusing :func:`~gp_ntk.ops.relu_family.block_backward` for the block. Besides
-the block, everything is a linear recursion over the points' variances: with
-:math:`\kappa = \mathbb E[\phi(u)^2]/\operatorname{Var} u = \mathbb E[\phi'(u)^2]` (both
-:math:`(a^2 + b^2)/2` for :math:`\phi(u) = a\min(u, 0) + b\max(u, 0)`),
+the block, everything is a recursion over the points' variances: for a positively homogeneous
+activation of degree :math:`n` (1 for :math:`\phi(u) = a\min(u, 0) + b\max(u, 0)`, 2 for the
+rectified square), :math:`f(v) = \mathbb E[\phi(u)^2] = m v^n` and
+:math:`g(v) = \mathbb E[\phi'(u)^2] = m' v^{n-1}` for :math:`u \sim N(0, v)`, and
 
 .. math::
-    v_0 = b_0 + \sum_i w_{0,i} x_i^2,\quad v_{l+1} = b_l + w_l \kappa v_l,\quad
-    \Theta_0 = v_0,\quad \Theta_{l+1} = v_{l+1} + w_l \kappa\,\Theta_l,
+    v_0 = b_0 + \sum_i w_{0,i} x_i^2,\quad v_{l+1} = b_l + w_l f(v_l),\quad
+    \Theta_0 = v_0,\quad \Theta_{l+1} = v_{l+1} + w_l\,g(v_l)\,\Theta_l,
 
-and a point's variance :math:`k(x, x)` is :math:`\Theta_L` (NTK) or :math:`v_L` (NNGP).
+a point's variance :math:`k(x, x)` being :math:`\Theta_L` (NTK) or :math:`v_L` (NNGP). For the
+ReLU family :math:`m = m' = (a^2 + b^2)/2` and the recursion is linear; for the rectified
+square :math:`m = 3/2`, :math:`m' = 2`.
 The values are those of the generic evaluation (same operations, same order); where a second
 derivative is asked for, the backward pass differentiates the generic evaluation instead.
 """
@@ -84,7 +87,7 @@ def unit_variance_block_reference(
 
 
 def _forward(spec: tuple, x1: Tensor, x2: Tensor, weight: Tensor, bias: Tensor, values, save: bool):
-    alpha, beta, _, num_layers, compute_ntk, symmetric, stats1, stats2, diag1, diag2 = spec
+    alpha, beta, order, _, num_layers, compute_ntk, symmetric, stats1, stats2, diag1, diag2 = spec
     weights, biases = values[:num_layers], values[num_layers:]
     cov = first_layer_covariance(x1, x2, weight, bias, symmetric)
     no_zeros = (False,) * num_layers
@@ -102,6 +105,7 @@ def _forward(spec: tuple, x1: Tensor, x2: Tensor, weight: Tensor, bias: Tensor, 
         symmetric,
         (no_zeros, no_zeros),
         save,
+        order,
     )
     matrix = ntk if compute_ntk else nngp
     if symmetric:
@@ -116,12 +120,15 @@ def _side_backward(
     weights: Sequence[Tensor],
     biases: Sequence[Tensor],
     g_values: list[Tensor | None],
-    kappa: float,
+    moments: tuple[float, float],
+    order: int,
     compute_ntk: bool,
     wants_values: bool = True,
 ) -> Tensor:
     """The gradient of one side's first-layer variances ``v_0``; the variances' gradients are
     added to ``g_values`` (weights first, then biases, as ``values``) if ``wants_values``.
+
+    ``moments``: :math:`(m, m')` of the module docstring, ``order`` the degree :math:`n`.
 
     ``columns``: the block's gradients of the statistics' columns (:func:`block_backward`'s, each
     ``snap`` times its value); ``g_diag``: that of the points' own variances ``k(x, x)``.
@@ -135,34 +142,61 @@ def _side_backward(
     # s = sqrt(v) and r = snap / s: ds/dv = r / (2 snap), dr/dv = -r / (2 v)
     direct = g_std.div_(snap).sub_(g_rstd.div_(var)).mul_(rstd).mul_(0.5 / snap).unbind(-1)
     shared = all(w is weights[0] for w in weights)
-    scales = [_vector(weights[0]) * kappa] * num_layers if shared else [_vector(w) * kappa for w in weights]
+    layer_weights = [_vector(weights[0])] * num_layers if shared else [_vector(w) for w in weights]
+    variance_moment, derivative_moment = moments
+    if order == 1:
+        # f and g linear and constant: dv_{k+1}/dv_k = w_k m, dTheta_{k+1}/dTheta_k = w_k m'
+        slopes = [w * variance_moment for w in layer_weights]
+        gains = (
+            slopes if derivative_moment == variance_moment else [w * derivative_moment for w in layer_weights]
+        )
+        curvatures = None
+    else:
+        # dv_{k+1}/dv_k = w_k f'(v_k), dTheta_{k+1}/dTheta_k = w_k g(v_k); Theta_{k+1} also
+        # depends on v_k through g: w_k g'(v_k) Theta_k
+        layer_vars = var.unbind(-1)
+        powers = [v ** (order - 1) for v in layer_vars]
+        slopes = [w * (order * variance_moment) * p for w, p in zip(layer_weights, powers)]
+        gains = [w * derivative_moment * p for w, p in zip(layer_weights, powers)]
+        curvatures = [
+            w * ((order - 1) * derivative_moment) * (v ** (order - 2) if order > 2 else 1.0)
+            for w, v in zip(layer_weights, layer_vars)
+        ]
     if g_diag is not None:
         # (every map below is per point: a side shared across a batch of blocks sums it first,
         # like the columns' gradients, which arrive summed)
         g_diag = sum_to_shape(g_diag, stats.shape[:-1])
-    # top-down through v_{k+1} = b_k + a_k v_k and Theta_{k+1} = v_{k+1} + a_k Theta_k, a_k = w_k kappa:
-    # v_L (and Theta_L) receive g_diag; v_k receives its statistics' gradient, a_k times v_{k+1}'s
-    # and (Theta_k = v_k + ...) Theta_k's, a_k times Theta_{k+1}'s
+    ntk_diagonal = compute_ntk and g_diag is not None
+    thetas = None
+    if ntk_diagonal and (curvatures is not None or wants_values):
+        thetas = [var[..., 0]]
+        for k in range(1, num_layers):
+            thetas.append(torch.addcmul(var[..., k], gains[k - 1], thetas[-1]))
+    # top-down through v_{k+1} = b_k + w_k f(v_k) and Theta_{k+1} = v_{k+1} + w_k g(v_k) Theta_k:
+    # v_L (and Theta_L) receive g_diag; v_k receives its statistics' gradient, w_k f'(v_k) times
+    # v_{k+1}'s, w_k g'(v_k) Theta_k times Theta_{k+1}'s and (Theta_k = v_k + ...) Theta_k's,
+    # w_k g(v_k) times Theta_{k+1}'s
     g_var = [None] * num_layers + [g_diag if g_diag is not None else zero]
-    g_theta = [None] * num_layers + [g_diag if compute_ntk and g_diag is not None else None]
+    g_theta = [None] * num_layers + [g_diag if ntk_diagonal else None]
     for k in range(num_layers - 1, -1, -1):
-        g = torch.addcmul(direct[k], g_var[k + 1], scales[k])
+        g = torch.addcmul(direct[k], g_var[k + 1], slopes[k])
         if g_theta[k + 1] is not None:
-            g_theta[k] = g_theta[k + 1] * scales[k]
+            if curvatures is not None:
+                g = g.addcmul_(g_theta[k + 1], curvatures[k] * thetas[k])
+            g_theta[k] = g_theta[k + 1] * gains[k]
             g = g.add_(g_theta[k])
         g_var[k] = g
     if not wants_values:
         return g_var[0]
-    # the variances' gradients: d/db_k = sum g_v{k+1}, d/dw_k = kappa sum (g_v{k+1} v_k + g_Theta{k+1} Theta_k)
+    # the variances' gradients: d/db_k = sum g_v{k+1}, d/dw_k = sum (g_v{k+1} f(v_k) + g_Theta{k+1} g(v_k) Theta_k)
     upper = torch.stack(g_var[1:], dim=-1)  # (..., n, L)
     g_bias = upper.sum(-2)
-    g_weight = (upper * var).sum(-2)
+    g_weight = (upper * (var if order == 1 else var**order)).sum(-2) * variance_moment
     if g_theta[-1] is not None:
-        thetas = [var[..., 0]]
-        for k in range(1, num_layers):
-            thetas.append(torch.addcmul(var[..., k], scales[k - 1], thetas[-1]))
-        g_weight = g_weight + (torch.stack(g_theta[1:], dim=-1) * torch.stack(thetas, dim=-1)).sum(-2)
-    g_weight = g_weight * kappa
+        terms = torch.stack(g_theta[1:], dim=-1) * torch.stack(thetas, dim=-1)
+        if order > 1:
+            terms = terms * var ** (order - 1)
+        g_weight = g_weight + terms.sum(-2) * derivative_moment
     for offset, group, grads in ((0, weights, g_weight), (num_layers, biases, g_bias)):
         if all(v is group[0] for v in group):
             # one tensor for every layer: its gradient in one place (autograd sums the others')
@@ -194,7 +228,7 @@ class _UnitBlock(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         if grad is None:
-            return (None,) * (6 + 2 * ctx.spec[3])
+            return (None,) * (6 + 2 * ctx.spec[4])
         if torch.is_grad_enabled():
             return _UnitBlock._differentiable_backward(ctx, grad)
         with one_thread(grad.shape[-2] * grad.shape[-1]):
@@ -203,7 +237,7 @@ class _UnitBlock(torch.autograd.Function):
     @staticmethod
     def _differentiable_backward(ctx, grad):
         x1, x2, weight, bias, _, _, _, *values = ctx.saved_tensors
-        num_layers, symmetric = ctx.spec[3], ctx.spec[5]
+        num_layers, symmetric = ctx.spec[4], ctx.spec[6]
         inputs = [x1, x2, weight, bias, *values]
         # (for k(X, X) the rows are also the columns: one gradient, returned for x1)
         wanted = [i for i in range(len(inputs)) if ctx.needs_input_grad[2 + i] and not (symmetric and i == 1)]
@@ -221,7 +255,7 @@ class _UnitBlock(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad):
-        alpha, beta, kappa, num_layers, compute_ntk, symmetric, stats1, stats2, _, _ = ctx.spec
+        alpha, beta, order, moments, num_layers, compute_ntk, symmetric, stats1, stats2, _, _ = ctx.spec
         x1, x2, weight, bias, out, diag1, diag2, *values = ctx.saved_tensors
         weights, biases = values[:num_layers], values[num_layers:]
         # x1, x2, weight, bias, *values: those this backward pass will use (an acquisition
@@ -247,7 +281,7 @@ class _UnitBlock(torch.autograd.Function):
         if symmetric:
             g_matrix.diagonal(dim1=-2, dim2=-1).add_(g_diag1 + g_diag2)
         no_zeros = (False,) * num_layers
-        block_spec = (alpha, beta, num_layers, compute_ntk, symmetric, (no_zeros, no_zeros), None)
+        block_spec = (alpha, beta, num_layers, compute_ntk, symmetric, (no_zeros, no_zeros), None, order)
         block_needs = (True, side1, side2 or symmetric, False, *needs[4:])
         g_cov, columns1, columns2, _, block_values = block_backward(
             block_spec,
@@ -267,7 +301,8 @@ class _UnitBlock(torch.autograd.Function):
             weights=weights,
             biases=biases,
             g_values=g_values,
-            kappa=kappa,
+            moments=moments,
+            order=order,
             compute_ntk=compute_ntk,
             wants_values=wants_values,
         )
@@ -320,7 +355,7 @@ class _UnitBlock(torch.autograd.Function):
 
 def unit_variance_block(
     activation,
-    coefficients: tuple[float, float],
+    coefficients: tuple[float, float, int],
     x1: Tensor,
     x2: Tensor,
     weight: Tensor,
@@ -334,11 +369,13 @@ def unit_variance_block(
     compute_ntk: bool,
 ) -> Tensor:
     r"""The unit-variance matrix :math:`k(x_i, y_j) / \sqrt{k(x_i, x_i)\,k(y_j, y_j)}` of a
-    ReLU-family network kernel, one autograd node (``x2 is x1``: :math:`k(X, X)`, exactly
-    symmetric with an exactly unit diagonal).
+    ReLU-family or rectified-square network kernel, one autograd node (``x2 is x1``:
+    :math:`k(X, X)`, exactly symmetric with an exactly unit diagonal).
 
     Args:
-        activation: the ReLU-family activation; ``coefficients`` its ``(alpha, beta)``.
+        activation: the activation; ``coefficients`` its ``(alpha, beta, order)``
+            (:func:`~gp_ntk.recursion.fused_block_coefficients`). No pair of points may be one
+            point twice where the order is 2 (the generic path's identical pairs).
         x1, x2: ``(..., n, d)`` and ``(..., m, d)`` inputs.
         weight, bias: the first layer's variances, ``(..., 1, d)`` or ``(..., 1, 1)`` and ``(..., 1, 1)``.
         weights, biases: the variances of the affine map after each activation, ``(..., 1, 1)``.
@@ -350,8 +387,9 @@ def unit_variance_block(
         compute_ntk: the matrix is the NTK's (else the NNGP's).
     """
     symmetric = x2 is x1
-    kappa = float(activation.variance(torch.ones((), dtype=torch.float64)))
-    spec = (*coefficients, kappa, len(weights), compute_ntk, symmetric, stats1, stats2, diag1, diag2)
+    unit = torch.ones((), dtype=torch.float64)
+    moments = (float(activation.variance(unit)), float(activation.derivative_variance(unit)))
+    spec = (*coefficients, moments, len(weights), compute_ntk, symmetric, stats1, stats2, diag1, diag2)
     values = (*weights, *biases)
     tensors = (x1, x2, weight, bias, *values)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

@@ -21,12 +21,12 @@ from ..recursion import (
     block_recursion,
     first_layer_covariance,
     first_layer_variances,
+    fused_block_coefficients,
     layer_recursion,
     linear_covariances,
     needs_identical_points,
     output_variances,
     point_statistics,
-    relu_family_coefficients,
     shares_variances,
     zero_variances,
 )
@@ -834,15 +834,17 @@ class VarianceKernel(Kernel):
         r""":math:`k(x_i, y_j) / \sqrt{k(x_i, x_i)\,k(y_j, y_j)}` as one autograd node, or ``None``.
 
         :class:`~gp_ntk.kernels.UnitVarianceKernel`'s matrix for small dense blocks of a
-        ReLU-family kernel in the NTK parameterization with biases (``gp_ntk.bo``'s default): the
+        ReLU-family or rectified-square (``ArcCos(2)``) kernel in the NTK parameterization with
+        biases (``gp_ntk.bo``'s default): the
         first layer, the per-point statistics, the recursion and the normalisation in one forward
         pass with a hand-written backward pass (``gp_ntk.kernels._unit_block``), which at BO sizes
         costs a fraction of the generic evaluation's operations. The values are those of the
         generic path. ``None`` wherever that path is needed instead (another activation, zero
-        variances, ``active_dims``, large or compiled blocks): call
+        variances, ``active_dims``, large or compiled blocks, and for ``ArcCos(2)`` a point that
+        may occur twice, whose pairs the generic path evaluates by the variance map): call
         :meth:`matrix_and_variances` or the kernel.
         """
-        coefficients = relu_family_coefficients(self.activation)
+        coefficients = fused_block_coefficients(self.activation)
         if coefficients is None or self.active_dims is not None or torch.compiler.is_compiling():
             return None
         if same_points(x1, x2):
@@ -873,6 +875,10 @@ class VarianceKernel(Kernel):
                 return None
             sides.append(side)
             diagonals.append(diagonal)
+        if needs_identical_points(self.activation) and shares_variances(
+            sides[0].stats[..., 0], sides[-1].stats[..., 0], symmetric
+        ):
+            return None
         matrix = unit_variance_block(
             self.activation,
             coefficients,
@@ -922,7 +928,9 @@ class VarianceKernel(Kernel):
             side = diagonal = None
             with torch.no_grad():
                 side = self._side(x, variances)
-            if side.exponents is not None or any(side.zeros) or side.group is not None:
+            # (a side's group only records that its points are distinct: unit_variance_matrix
+            # checks the pairs across sides where the activation needs it)
+            if side.exponents is not None or any(side.zeros):
                 return None, None
             entry = None
         if with_diagonal and diagonal is None:

@@ -17,6 +17,19 @@ are closed forms of what the forward pass has already computed:
 layers in one forward pass, saves per layer the correlation, :math:`\sin\theta`, :math:`q`,
 :math:`\dot q` (and the NTK it received), and writes the backward pass by hand, with about a
 third of the matrix operations and allocations of autograd's.
+
+The rectified square :math:`\phi(u) = \max(u, 0)^2` (Cho & Saul's order 2, ``order=2``) has
+
+.. math::
+    q = \alpha\,(s_1 s_2)^2 J_2(c),\qquad \dot q = 4\alpha\,s_1 s_2\,J_1(c),\qquad
+    J_2 = 3\sin\theta\cos\theta + (\pi - \theta)(1 + 2\cos^2\theta),
+
+(:math:`\alpha = 1/2\pi`, :math:`\beta = 0`), whose derivatives are as closed:
+:math:`\partial q/\partial c = s_1 s_2\,\dot q` (:math:`J_2' = 4J_1`),
+:math:`\partial\dot q/\partial c = 4\alpha\,s_1 s_2\,(\pi - \theta)` (:math:`J_1' = J_0`, no
+singularity at :math:`c = \pm 1`), :math:`\partial q/\partial s_1 = 2q/s_1` and
+:math:`\partial\dot q/\partial s_1 = \dot q/s_1` (Cho & Saul 2009, as
+:class:`~gp_ntk.activations.ArcCos`).
 """
 
 from __future__ import annotations
@@ -112,8 +125,11 @@ def relu_family_layers(
     symmetric: bool,
     zeros: tuple[tuple[bool, ...], tuple[bool, ...]],
     save: bool,
+    order: int = 1,
 ) -> tuple[Tensor, Tensor | None, list]:
     """Forward pass; ``save``: keep what the backward pass needs (and overwrite nothing it needs).
+
+    ``order``: 1 for the ReLU family's duals, 2 for the rectified square's (``beta`` 0).
 
     Every matrix is a ``workspace.matrix`` of the block's full shape, written by
     ``out=`` or in place: no matrix-sized allocation (and no page fault) in the steady state.
@@ -146,18 +162,23 @@ def relu_family_layers(
         # sin(theta) = sqrt((1 - c)(1 + c)): no cancellation near c = +-1
         sin = torch.sub(one, c, out=matrix(shape, cov))
         sin.mul_(torch.add(c, 1.0, out=scratch)).sqrt_()
-        q = (
-            torch.addcmul(sin, c, angle, out=matrix(shape, cov)) if keep_sin else sin.addcmul_(c, angle)
-        )  # J_1
-        q.mul_(alpha)
-        if beta:
-            q.add_(c, alpha=beta)
-        q.mul_(_outer(std1, std2, scratch))
-        q_dot = None
-        if compute_ntk or save:
-            q_dot = angle.mul_(alpha)
+        if order == 2:
+            q, q_dot = _square_duals(alpha, c, angle, sin, std1, std2, scratch, compute_ntk or save)
+            # (the slope of q_dot in c is 4 alpha s1 s2 (pi - theta): the angle is what it keeps)
+            sin = angle
+        else:
+            q = (
+                torch.addcmul(sin, c, angle, out=matrix(shape, cov)) if keep_sin else sin.addcmul_(c, angle)
+            )  # J_1
+            q.mul_(alpha)
             if beta:
-                q_dot.add_(beta)
+                q.add_(c, alpha=beta)
+            q.mul_(_outer(std1, std2, scratch))
+            q_dot = None
+            if compute_ntk or save:
+                q_dot = angle.mul_(alpha)
+                if beta:
+                    q_dot.add_(beta)
         tangent = None
         if compute_ntk and widths is not None and w is not None:
             tangent = torch.mul(q, widths[layer], out=matrix(shape, cov))
@@ -180,12 +201,31 @@ def relu_family_layers(
     return cov, ntk, saved
 
 
+def _square_duals(
+    alpha: float,
+    c: Tensor,
+    angle: Tensor,
+    sin: Tensor,
+    std1: Tensor,
+    std2: Tensor,
+    scratch: Tensor,
+    derivative: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """``q = alpha (s1 s2)^2 J_2(c)`` (in ``sin``'s memory) and ``q_dot = 4 alpha s1 s2 J_1(c)``."""
+    j1 = torch.addcmul(sin, c, angle, out=matrix(c.shape, c)) if derivative else None
+    # J_2 = 3 sin(theta) c + (pi - theta)(1 + 2 c^2)
+    q = sin.mul_(c).mul_(3.0).addcmul_(angle, torch.mul(c, c, out=scratch).mul_(2.0).add_(1.0))
+    product = _outer(std1, std2, scratch)
+    q.mul_(alpha).mul_(product).mul_(product)
+    return q, (None if j1 is None else j1.mul_(product).mul_(4.0 * alpha))
+
+
 class _ReLUFamilyBlock(torch.autograd.Function):
     """``(nngp, ntk)`` of :func:`relu_family_recursion` with a hand-written backward pass."""
 
     @staticmethod
     def forward(ctx, spec, generic, cov, stats1, stats2, theta, *values):  # type: ignore[override]
-        alpha, beta, num_layers, compute_ntk, symmetric, zeros, widths = spec
+        alpha, beta, num_layers, compute_ntk, symmetric, zeros, widths, order = spec
         weights, biases = values[:num_layers], values[num_layers:]
         ntk0 = (cov if theta is None else theta) if compute_ntk else None
         with one_thread(cov.numel()):
@@ -203,6 +243,7 @@ class _ReLUFamilyBlock(torch.autograd.Function):
                 symmetric,
                 zeros,
                 True,
+                order,
             )
         ctx.set_materialize_grads(False)
         ctx.spec, ctx.generic, ctx.layers = spec, generic, saved
@@ -275,7 +316,7 @@ def block_backward(
     the statistics' columns (``None`` where zero or not wanted), each :func:`snap_factor` times
     its value (see the reciprocals below).
     """
-    alpha, beta, num_layers, compute_ntk, symmetric, zeros, widths = spec
+    alpha, beta, num_layers, compute_ntk, symmetric, zeros, widths, order = spec
     weights, biases = values[:num_layers], values[num_layers:]
     want1, want2 = needs[1], needs[2]
     # the gradients of the statistics' columns, 3 per layer (the variance's stays 0)
@@ -339,6 +380,16 @@ def block_backward(
                 extra = torch.mul(g_ntk, q, out=product)
                 row = None if row is None else row + widths[layer] * extra.sum(-1, keepdim=True)
                 col = None if col is None else col + widths[layer] * extra.sum(-2, keepdim=True)
+        if Z is not None and w is not None:
+            Z = Z.mul_(w)  # the gradient of q_dot
+        if order == 2:
+            # q = alpha (s1 s2)^2 J_2: d/ds1 = 2 q / s1; q_dot = 4 alpha s1 s2 J_1: d/ds1 = q_dot / s1
+            row = None if row is None else row * 2.0
+            col = None if col is None else col * 2.0
+            if Z is not None and (want1 or want2):
+                dot = torch.mul(Z, q_dot, out=product)
+                row = None if row is None else row + dot.sum(-1, keepdim=True)
+                col = None if col is None else col + dot.sum(-2, keepdim=True)
         # q = (alpha J_1 + beta c) s1 s2: d/ds1 = q / s1
         if want1:
             grads1[3 * layer + 1] = sum_to_shape(row * rstd1, std1.shape).squeeze(-1)
@@ -346,12 +397,16 @@ def block_backward(
             grads2[3 * layer + 1] = sum_to_shape(col * rstd2, std2.shape).squeeze(-2)
         g_c = g_q.mul_(_outer(std1, std2, scratch)).mul_(q_dot)
         if Z is not None:
-            inv_sin = torch.reciprocal(sin, out=scratch)
-            if symmetric:
-                inv_sin.diagonal(dim1=-2, dim2=-1).fill_(0.0)
-            if not float(inv_sin.max()) < 1.0 / band:
-                inv_sin.masked_fill_(~(sin > band), 0.0)
-            g_c.addcmul_(Z if w is None else Z.mul_(w), inv_sin, value=alpha)
+            if order == 2:
+                # d q_dot / dc = 4 alpha s1 s2 (pi - theta), the angle saved in sin's place
+                g_c.addcmul_(Z, torch.mul(sin, scratch, out=product), value=4.0 * alpha)
+            else:
+                inv_sin = torch.reciprocal(sin, out=scratch)
+                if symmetric:
+                    inv_sin.diagonal(dim1=-2, dim2=-1).fill_(0.0)
+                if not float(inv_sin.max()) < 1.0 / band:
+                    inv_sin.masked_fill_(~(sin > band), 0.0)
+                g_c.addcmul_(Z, inv_sin, value=alpha)
             if own_ntk:
                 g_ntk = g_ntk.mul_(q_dot)
             else:
@@ -397,6 +452,7 @@ def relu_family_recursion(
     zeros: tuple[tuple[bool, ...], tuple[bool, ...]],
     standard_ntk: tuple[Tensor, Sequence[float]] | None,
     generic,
+    order: int = 1,
 ) -> tuple[Tensor, Tensor | None]:
     r"""The block recursion for duals ``q = s1 s2 (alpha J_1 + beta c)``, ``q_dot = alpha J_0 + beta``.
 
@@ -404,7 +460,8 @@ def relu_family_recursion(
     reciprocal deviation is :math:`r = (1 + 2\epsilon)/s` (0 where :math:`s = 0`): the backward pass
     takes :math:`1/s` and :math:`1/r` from that relation. ``generic(cov, stats1, stats2, theta,
     weights, biases)`` is the same recursion by plain differentiable operations, used for second
-    derivatives.
+    derivatives. ``order=2``: the rectified square's duals instead (``alpha`` :math:`1/2\pi`,
+    ``beta`` 0).
     """
     weights = list(weight_variances)
     biases = list(bias_variances)
@@ -413,7 +470,7 @@ def relu_family_recursion(
     values = [*weights, *biases]
     tensors = (cov, stats1, stats2, theta, *values)
     if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
-        spec = (alpha, beta, len(weights), compute_ntk, symmetric, zeros, widths)
+        spec = (alpha, beta, len(weights), compute_ntk, symmetric, zeros, widths, order)
         return _ReLUFamilyBlock.apply(spec, generic, cov, stats1, stats2, theta, *values)
     ntk0 = (cov if theta is None else theta) if compute_ntk else None
     with one_thread(cov.numel()):
@@ -431,5 +488,6 @@ def relu_family_recursion(
             symmetric,
             zeros,
             False,
+            order,
         )
     return nngp, ntk
