@@ -24,7 +24,11 @@ affects them alike), and prints medians and ratios to BoTorch's default ``Single
 Besides the times it counts how often the acquisition optimisation evaluated qLogNEI and times
 one evaluation with its gradient at the ``(restarts, 1, d)`` candidates L-BFGS moves
 (``--calls`` of them, after the iteration, untimed by it): the iteration's acquisition time is
-about the product of the two, so the table says which of them a difference comes from.
+about the product of the two, so the table says which of them a difference comes from. It
+times one evaluation of the fit's objective (the marginal log likelihood with its priors, and
+its gradient in every hyperparameter) at the fitted hyperparameters the same way: how many of
+them a fit takes follows the optimiser's path, which rounding can change, while the cost of one
+is a property of the surrogate.
 
 Usage::
 
@@ -140,6 +144,24 @@ def call_time(acquisition, dim: int, restarts: int, calls: int, dtype: torch.dty
     return statistics.median(times)
 
 
+def mll_time(model, calls: int) -> float:
+    """Median seconds of one marginal log likelihood (with priors) and its gradient in every hyperparameter."""
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    model.train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    times = []
+    try:
+        for call in range(calls + 2):  # two warm-up calls
+            start = time.perf_counter()
+            value = mll(model(*model.train_inputs), model.train_targets).sum()
+            torch.autograd.grad(value, parameters)
+            if call >= 2:
+                times.append(time.perf_counter() - start)
+    finally:
+        model.eval()
+    return statistics.median(times)
+
+
 def iteration(
     factory, x, y, restarts: int, raw_samples: int, seed: int, previous=None, calls: int = 0
 ) -> tuple[float, float, int, float]:
@@ -147,7 +169,8 @@ def iteration(
 
     Returns the seconds of the fit and of the acquisition optimisation, how many times that
     evaluated the acquisition function, and (with ``calls > 0``, untimed by the rest) the
-    median seconds of one value and gradient over ``calls`` evaluations.
+    median seconds of one value and gradient over ``calls`` evaluations, of the acquisition
+    function and of the fit's objective.
     """
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -163,7 +186,8 @@ def iteration(
     optimised = time.perf_counter()
     hook.remove()
     one_call = call_time(acquisition, x.shape[-1], restarts, calls, x.dtype) if calls else float("nan")
-    return fitted - start, optimised - fitted, len(evaluations), one_call
+    one_mll = mll_time(model, calls) if calls else float("nan")
+    return fitted - start, optimised - fitted, len(evaluations), one_call, one_mll
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -178,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--calls",
         type=int,
         default=10,
-        help="evaluations of qLogNEI (value and gradient) timed one by one per repeat (0: none)",
+        help="evaluations of qLogNEI and of the marginal likelihood (value and gradient) timed one by one per repeat (0: none)",
     )
     args = parser.parse_args(argv)
     print(
@@ -189,9 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(
         "\n| N | surrogate | fit [s] | acquisition [s] | iteration [s] | / RBF | acquisition"
-        f" calls | one call [ms] ({args.restarts} x 1 x {args.dim}) | / RBF |"
+        f" calls | one call [ms] ({args.restarts} x 1 x {args.dim}) | / RBF | one MLL [ms] | / RBF |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     results = {}
     for n in args.n:
         x, y = _problem(n, args.dim, seed=n)
@@ -207,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
             for repeat in range(args.repeats + 1):  # the first round is a warm-up
                 for name in args.surrogates:
                     try:
-                        fit, acq, evaluations, one_call = iteration(
+                        fit, acq, evaluations, one_call, one_mll = iteration(
                             SURROGATES[name],
                             x,
                             y,
@@ -223,9 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
                         failures[name] += 1
                         continue
                     if repeat:
-                        times[name][repeat] = (fit, acq, fit + acq, evaluations, one_call)
+                        times[name][repeat] = (fit, acq, fit + acq, evaluations, one_call, one_mll)
         medians = {
-            name: [statistics.median(t[i] for t in ts.values()) if ts else float("nan") for i in range(5)]
+            name: [statistics.median(t[i] for t in ts.values()) if ts else float("nan") for i in range(6)]
             for name, ts in times.items()
         }
 
@@ -241,11 +265,13 @@ def main(argv: list[str] | None = None) -> dict:
 
         ratios = {name: ratio(name, 2) for name in times}
         call_ratios = {name: ratio(name, 4) for name in times}
-        for name, (fit, acq, total, evaluations, one_call) in medians.items():
+        mll_ratios = {name: ratio(name, 5) for name in times}
+        for name, (fit, acq, total, evaluations, one_call, one_mll) in medians.items():
             failed = f" ({failures[name]} fits failed)" if failures[name] else ""
             print(
                 f"| {n} | {name}{failed} | {fit:.3f} | {acq:.3f} | {total:.3f} | {ratios[name]:.2f} |"
                 f" {evaluations:.0f} | {1e3 * one_call:.2f} | {call_ratios[name]:.2f} |"
+                f" {1e3 * one_mll:.2f} | {mll_ratios[name]:.2f} |"
             )
         results[n] = {
             "medians": {name: values[:3] for name, values in medians.items()},
@@ -253,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
             "acquisition_calls": {name: values[3] for name, values in medians.items()},
             "call_seconds": {name: values[4] for name, values in medians.items()},
             "call_ratios": call_ratios,
+            "mll_seconds": {name: values[5] for name, values in medians.items()},
+            "mll_ratios": mll_ratios,
         }
     return results
 

@@ -40,6 +40,7 @@ __all__ = [
     "first_layer_covariance",
     "first_layer_variances",
     "fused_block_coefficients",
+    "identical_pairs",
     "layer_recursion",
     "linear_covariances",
     "needs_identical_points",
@@ -209,7 +210,7 @@ def layer_recursion(
     # the activation's O(n) closed forms apply
     same = var1 is cov and var2 is cov
     # pairs of identical points among different ones take the variance map (see block_recursion)
-    identical = None if same or not needs_identical_points(activation) else _identical_pairs(var1, cov, var2)
+    identical = None if same or not needs_identical_points(activation) else identical_pairs(var1, cov, var2)
     if identical is not None:
         # (means of the two sides' equal values: each side gets half the variance map's
         # gradient, the partial derivative of k(x, y) at x = y)
@@ -482,7 +483,7 @@ def needs_identical_points(activation: Activation) -> bool:
     return getattr(activation, "homogeneity_degree", None) != 1.0
 
 
-def _identical_pairs(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
+def identical_pairs(var1: Tensor, cov: Tensor, var2: Tensor) -> Tensor:
     """Which pairs are one point twice: equal variances and a correlation that snaps to 1.
 
     Equal variances and :math:`c = 1` mean equal points (Cauchy-Schwarz, with or without
@@ -527,7 +528,7 @@ class _IdenticalPoints:
             # no two points share a first-layer variance: no duplicates, and no n x m search
             self.mask = None
             return
-        mask = _identical_pairs(stats1[..., 0].unsqueeze(-1), cov, stats2[..., 0].unsqueeze(-2))
+        mask = identical_pairs(stats1[..., 0].unsqueeze(-1), cov, stats2[..., 0].unsqueeze(-2))
         if symmetric:
             eye = torch.eye(cov.shape[-1], dtype=torch.bool, device=cov.device)
             mask = mask & ~eye

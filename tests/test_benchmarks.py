@@ -801,4 +801,5 @@ def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
         # the raw samples are one evaluation, L-BFGS adds at least one more
         assert results[8]["acquisition_calls"][name] >= 2, name
         assert math.isfinite(results[8]["call_seconds"][name]) and results[8]["call_seconds"][name] > 0, name
+        assert math.isfinite(results[8]["mll_seconds"][name]) and results[8]["mll_seconds"][name] > 0, name
     assert ratios["rbf"] == 1.0 and results[8]["call_ratios"]["rbf"] == 1.0

@@ -179,17 +179,43 @@ def test_fused_path_declines_where_the_generic_path_is_needed() -> None:
     with gp_ntk.settings.lazy_evaluation("always"):
         assert gp_ntk.NTKKernel(depth=2).double().unit_variance_matrix(x1, x2) is None
     assert gp_ntk.NTKKernel(depth=2).double().unit_variance_matrix(x1, x2) is not None
-    # the rectified square where a point may occur twice (the generic path's identical pairs),
-    # and a rectified monomial of higher order
-    square = gp_ntk.NTKKernel(depth=2, activation=ArcCos(2)).double()
-    assert square.unit_variance_matrix(x1, x2) is not None
-    assert square.unit_variance_matrix(x1, x1) is not None  # k(X, X) of distinct points
-    assert square.unit_variance_matrix(x1, x1.clone()) is None  # a cross block of equal points
-    assert square.unit_variance_matrix(x1, torch.cat([x2, x1[1:2]])) is None
-    assert square.unit_variance_matrix(torch.cat([x1, x1[:1]]), x2) is not None
-    assert square.unit_variance_matrix(*(torch.cat([x1, x1[:1]]),) * 2) is None
     cubic = gp_ntk.NTKKernel(depth=2, activation=ArcCos(3)).double()
     assert cubic.unit_variance_matrix(x1, x2) is None
+
+
+@pytest.mark.parametrize("name", ["ntk", "nngp"])
+@pytest.mark.parametrize("layout", ["cross", "symmetric", "prediction"])
+def test_rectified_square_block_with_a_point_twice_is_the_generic_matrix(monkeypatch, name, layout) -> None:
+    # a point on both sides (or twice in k(X, X)): correlation exactly 1 there, a constant, as
+    # the generic path's identical pairs give it; elsewhere the generic matrix and gradients
+    kernel = _kernel(name, "arccos2")
+    uv = UnitVarianceKernel(kernel)
+    generator = torch.Generator().manual_seed(8)
+    x1 = torch.rand(5, D, generator=generator, dtype=torch.float64) * 2 - 1
+    x2 = torch.rand(4, D, generator=generator, dtype=torch.float64) * 2 - 1
+    if layout == "cross":
+        x2 = torch.cat([x2, x1[1:2]])
+        pairs = [(1, 4)]
+    elif layout == "symmetric":
+        x1 = torch.cat([x1, x1[2:3]])
+        pairs = [(2, 5), (5, 2)]
+    else:  # a BO prediction's one block: the candidates against the training points and themselves
+        x1, x2 = x1[:, None, :], torch.cat([x2.expand(5, -1, -1), x1[:, None, :]], dim=-2)
+        pairs = [(i, 0, 4) for i in range(5)]
+    x1.requires_grad_(True)
+    x2 = x1 if layout == "symmetric" else x2.requires_grad_(True)
+    fused = kernel.unit_variance_matrix(x1, x2)
+    assert fused is not None
+    generic = _generic(monkeypatch, uv, x1, x2)
+    for index in pairs:
+        assert fused[index] == 1.0  # bitwise: a unit correlation is the property
+    torch.testing.assert_close(fused, generic, rtol=1e-13, atol=1e-14)
+    weights = torch.randn(generic.shape, generator=generator, dtype=torch.float64)
+    inputs = [x1] + ([] if layout == "symmetric" else [x2]) + _parameters(kernel)
+    for got, want in zip(
+        torch.autograd.grad(fused, inputs, weights), torch.autograd.grad(generic, inputs, weights)
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-12)
 
 
 def test_remembered_statistics_follow_the_inputs_and_hyperparameters(monkeypatch) -> None:

@@ -43,6 +43,7 @@ from ..recursion import (
     block_recursion,
     first_layer_covariance,
     first_layer_variances,
+    identical_pairs,
     layer_recursion,
     point_statistics,
 )
@@ -87,7 +88,7 @@ def unit_variance_block_reference(
 
 
 def _forward(spec: tuple, x1: Tensor, x2: Tensor, weight: Tensor, bias: Tensor, values, save: bool):
-    alpha, beta, order, _, num_layers, compute_ntk, symmetric, stats1, stats2, diag1, diag2 = spec
+    alpha, beta, order, _, num_layers, compute_ntk, symmetric, stats1, stats2, diag1, diag2, pairs = spec
     weights, biases = values[:num_layers], values[num_layers:]
     cov = first_layer_covariance(x1, x2, weight, bias, symmetric)
     no_zeros = (False,) * num_layers
@@ -110,7 +111,14 @@ def _forward(spec: tuple, x1: Tensor, x2: Tensor, weight: Tensor, bias: Tensor, 
     matrix = ntk if compute_ntk else nngp
     if symmetric:
         diag1 = diag2 = matrix.diagonal(dim1=-2, dim2=-1)
-    return correlation_from_covariance(matrix, diag1, diag2), cov, saved, diag1, diag2
+    out = correlation_from_covariance(matrix, diag1, diag2)
+    identical = None
+    if pairs:
+        # a point paired with itself has correlation 1 for every input and variance: a constant,
+        # which the recursion would only approximate where its correlation map is chaotic
+        identical = identical_pairs(stats1[..., 0].unsqueeze(-1), cov, stats2[..., 0].unsqueeze(-2))
+        out = out.masked_fill_(identical, 1.0)
+    return out, cov, saved, diag1, diag2, identical
 
 
 def _side_backward(
@@ -218,9 +226,10 @@ class _UnitBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, reference, x1, x2, weight, bias, *values):  # type: ignore[override]
         with one_thread(x1.shape[-2] * x2.shape[-2]):
-            out, cov, saved, diag1, diag2 = _forward(spec, x1, x2, weight, bias, values, True)
+            out, cov, saved, diag1, diag2, identical = _forward(spec, x1, x2, weight, bias, values, True)
         ctx.set_materialize_grads(False)
         ctx.spec, ctx.reference, ctx.layers, ctx.cov = spec, reference, saved, cov
+        ctx.identical = identical
         ctx.nodes = gradient_nodes((x1, x2, weight, bias, *values))
         ctx.save_for_backward(x1, x2, weight, bias, out, diag1, diag2, *values)
         return out
@@ -255,7 +264,7 @@ class _UnitBlock(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad):
-        alpha, beta, order, moments, num_layers, compute_ntk, symmetric, stats1, stats2, _, _ = ctx.spec
+        alpha, beta, order, moments, num_layers, compute_ntk, symmetric, stats1, stats2, _, _, _ = ctx.spec
         x1, x2, weight, bias, out, diag1, diag2, *values = ctx.saved_tensors
         weights, biases = values[:num_layers], values[num_layers:]
         # x1, x2, weight, bias, *values: those this backward pass will use (an acquisition
@@ -267,6 +276,8 @@ class _UnitBlock(torch.autograd.Function):
         side2 = not symmetric and (needs[1] or wants_values)
         if not (side1 or side2):
             return (None,) * (6 + 2 * num_layers)
+        if ctx.identical is not None:
+            grad = grad.masked_fill(ctx.identical, 0.0)  # (constant entries)
         tiny = torch.finfo(out.dtype).tiny
         product = diag1.unsqueeze(-1) * diag2.unsqueeze(-2)
         # out = k / sqrt(d1 d2): dk = g / sqrt(d1 d2), d(d1)_i = -sum_j g_ij out_ij / (2 d1_i)
@@ -367,6 +378,7 @@ def unit_variance_block(
     diag1: Tensor | None,
     diag2: Tensor | None,
     compute_ntk: bool,
+    identical: bool = False,
 ) -> Tensor:
     r"""The unit-variance matrix :math:`k(x_i, y_j) / \sqrt{k(x_i, x_i)\,k(y_j, y_j)}` of a
     ReLU-family or rectified-square network kernel, one autograd node (``x2 is x1``:
@@ -374,8 +386,7 @@ def unit_variance_block(
 
     Args:
         activation: the activation; ``coefficients`` its ``(alpha, beta, order)``
-            (:func:`~gp_ntk.recursion.fused_block_coefficients`). No pair of points may be one
-            point twice where the order is 2 (the generic path's identical pairs).
+            (:func:`~gp_ntk.recursion.fused_block_coefficients`).
         x1, x2: ``(..., n, d)`` and ``(..., m, d)`` inputs.
         weight, bias: the first layer's variances, ``(..., 1, d)`` or ``(..., 1, 1)`` and ``(..., 1, 1)``.
         weights, biases: the variances of the affine map after each activation, ``(..., 1, 1)``.
@@ -385,11 +396,26 @@ def unit_variance_block(
         diag1, diag2: the points' own variances :math:`k(x, x)` (``None`` for ``x2 is x1``: the
             matrix's diagonal), computed without gradient.
         compute_ntk: the matrix is the NTK's (else the NNGP's).
+        identical: look for pairs of one point twice (:func:`~gp_ntk.recursion.identical_pairs`)
+            and set their entries to exactly 1, constants (as the generic evaluation does for
+            activations whose correlation map is chaotic, see
+            :func:`~gp_ntk.recursion.needs_identical_points`).
     """
     symmetric = x2 is x1
     unit = torch.ones((), dtype=torch.float64)
     moments = (float(activation.variance(unit)), float(activation.derivative_variance(unit)))
-    spec = (*coefficients, moments, len(weights), compute_ntk, symmetric, stats1, stats2, diag1, diag2)
+    spec = (
+        *coefficients,
+        moments,
+        len(weights),
+        compute_ntk,
+        symmetric,
+        stats1,
+        stats2,
+        diag1,
+        diag2,
+        identical,
+    )
     values = (*weights, *biases)
     tensors = (x1, x2, weight, bias, *values)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

@@ -840,8 +840,7 @@ class VarianceKernel(Kernel):
         pass with a hand-written backward pass (``gp_ntk.kernels._unit_block``), which at BO sizes
         costs a fraction of the generic evaluation's operations. The values are those of the
         generic path. ``None`` wherever that path is needed instead (another activation, zero
-        variances, ``active_dims``, large or compiled blocks, and for ``ArcCos(2)`` a point that
-        may occur twice, whose pairs the generic path evaluates by the variance map): call
+        variances, ``active_dims``, large or compiled blocks): call
         :meth:`matrix_and_variances` or the kernel.
         """
         coefficients = fused_block_coefficients(self.activation)
@@ -875,10 +874,10 @@ class VarianceKernel(Kernel):
                 return None
             sides.append(side)
             diagonals.append(diagonal)
-        if needs_identical_points(self.activation) and shares_variances(
+        # (pairs of one point twice, where the activation needs them found: the block sets them to 1)
+        identical = needs_identical_points(self.activation) and shares_variances(
             sides[0].stats[..., 0], sides[-1].stats[..., 0], symmetric
-        ):
-            return None
+        )
         matrix = unit_variance_block(
             self.activation,
             coefficients,
@@ -893,6 +892,7 @@ class VarianceKernel(Kernel):
             None if symmetric else diagonals[0],
             None if symmetric else diagonals[1],
             self._returns_ntk,
+            identical,
         )
         return self._checked_output(matrix, (x1, x2, variances))
 
