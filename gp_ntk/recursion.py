@@ -414,7 +414,8 @@ def fused_block_coefficients(activation: Activation) -> tuple[float, float, int]
     coefficients = relu_family_coefficients(activation)
     if coefficients is not None:
         return (*coefficients, 1)
-    if isinstance(activation, ArcCos) and activation.order in (1, 2):
+    # (the class itself: a subclass may define other duals)
+    if type(activation) is ArcCos and activation.order in (1, 2):
         return 1.0 / (2.0 * math.pi), 0.0, activation.order
     return None
 

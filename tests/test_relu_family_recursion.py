@@ -75,9 +75,23 @@ def test_fused_matches_generic_values_and_gradients(monkeypatch, cls, kwargs, sy
     _assert_fused_matches_generic(monkeypatch, cls, kwargs, x1, x2)
 
 
-@pytest.mark.parametrize("activation", ["relu", ArcCos(2)])
+def _fused_calls(monkeypatch) -> list:
+    """The ``order`` of every call of the fused recursion from here on."""
+    from gp_ntk import recursion
+
+    calls = []
+    original = recursion.relu_family_recursion
+
+    def recording(*args, **kwargs):
+        calls.append(inspect.signature(original).bind(*args, **kwargs).arguments.get("order", 1))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recursion, "relu_family_recursion", recording)
+    return calls
+
+
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_fused_matches_generic_at_zero_variances(monkeypatch, symmetric, activation):
+def test_fused_matches_generic_at_zero_variances(monkeypatch, symmetric):
     # without biases a zero input has variance 0 in every layer: its reciprocal statistics are
     # 0, and the backward pass takes each reciprocal from the other statistic's column
     generator = torch.Generator().manual_seed(4)
@@ -87,8 +101,28 @@ def test_fused_matches_generic_at_zero_variances(monkeypatch, symmetric, activat
     if not symmetric:
         x2 = torch.randn(6, 4, dtype=torch.float64, generator=generator)
         x2[1] = 0.0
-    kwargs = {"bias_variance": 0.0, "activation": activation}
-    _assert_fused_matches_generic(monkeypatch, gp_ntk.NTKKernel, kwargs, x1, x2)
+    _assert_fused_matches_generic(monkeypatch, gp_ntk.NTKKernel, {"bias_variance": 0.0}, x1, x2)
+
+
+@pytest.mark.parametrize("name", ["ntk", "nngp", "standard"])
+def test_rectified_square_fused_at_zero_variances_and_parallel_points(monkeypatch, name):
+    # a cross block (the fused recursion of order 2; a zero row on both sides would be a pair
+    # of identical points, which takes the generic one): a zero-variance row, and columns
+    # parallel and antiparallel to rows, at correlations +-1 and clipped beyond them
+    generator = torch.Generator().manual_seed(9)
+    x1 = torch.randn(7, 4, dtype=torch.float64, generator=generator)
+    x1[2] = 0.0
+    x2 = torch.cat(
+        [2.0 * x1[:1], -3.0 * x1[1:2], torch.randn(4, 4, dtype=torch.float64, generator=generator)]
+    )
+    cls = gp_ntk.NNGPKernel if name == "nngp" else gp_ntk.NTKKernel
+    kwargs = {"bias_variance": 0.0, "activation": ArcCos(2)}
+    if name == "standard":
+        kwargs.update(parameterization="standard", width=5)
+    with monkeypatch.context() as patch:
+        calls = _fused_calls(patch)
+        _assert_fused_matches_generic(monkeypatch, cls, kwargs, x1, x2)
+    assert 2 in calls
 
 
 def test_fused_matches_generic_with_broadcast_batches(monkeypatch):
@@ -118,16 +152,7 @@ def test_fused_second_derivatives_match_generic(monkeypatch):
 
 
 def test_rectified_square_takes_the_fused_recursion_only_without_identical_pairs(monkeypatch):
-    from gp_ntk import recursion
-
-    calls = []
-    original = recursion.relu_family_recursion
-
-    def recording(*args, **kwargs):
-        calls.append(inspect.signature(original).bind(*args, **kwargs).arguments.get("order", 1))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(recursion, "relu_family_recursion", recording)
+    calls = _fused_calls(monkeypatch)
     generator = torch.Generator().manual_seed(6)
     x1 = torch.randn(6, 3, dtype=torch.float64, generator=generator)
     x2 = torch.randn(4, 3, dtype=torch.float64, generator=generator)

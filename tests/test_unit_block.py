@@ -105,10 +105,11 @@ def test_unit_variance_kernel_takes_the_fused_path(monkeypatch) -> None:
     assert calls == [True]
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-layers", "per-layer"])
 @pytest.mark.parametrize("activation", [LeakyReLU(0.2), ArcCos(2)], ids=["leaky_relu", "arccos2"])
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("name", ["ntk", "nngp"])
-def test_fused_block_gradcheck_and_second_derivatives(name, symmetric, activation) -> None:
+def test_fused_block_gradcheck_and_second_derivatives(name, symmetric, activation, shared) -> None:
     # the statistics and diagonals are recomputed from the perturbed inputs, so that the finite
     # differences see every dependence the hand-written backward pass accounts for
     compute_ntk = name == "ntk"
@@ -121,9 +122,17 @@ def test_fused_block_gradcheck_and_second_derivatives(name, symmetric, activatio
     layer_weight = torch.full((1, 1), 1.7, dtype=torch.float64)
     layer_bias = torch.full((1, 1), 0.2, dtype=torch.float64)
 
+    def layers(lw, lb):
+        # one tensor for every layer, or a variance per layer (the side's per-layer branch)
+        if shared:
+            return [lw] * num_layers, [lb] * num_layers
+        return [lw * (1.0 + 0.3 * k) for k in range(num_layers)], [
+            lb * (1.0 - 0.2 * k) for k in range(num_layers)
+        ]
+
     def block(a, b, w, c, lw, lb):
         b = a if symmetric else b
-        ws, bs = [lw] * num_layers, [lb] * num_layers
+        ws, bs = layers(lw, lb)
         vector_ws, vector_bs = [v.squeeze(-1) for v in ws], [v.squeeze(-1) for v in bs]
         with torch.no_grad():
             stats, diagonals = [], []
@@ -161,8 +170,7 @@ def test_fused_block_gradcheck_and_second_derivatives(name, symmetric, activatio
             x1 if symmetric else x2,
             weight,
             bias,
-            [layer_weight] * num_layers,
-            [layer_bias] * num_layers,
+            *layers(layer_weight, layer_bias),
             compute_ntk,
             symmetric,
         )

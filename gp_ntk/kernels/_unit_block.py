@@ -23,8 +23,9 @@ rectified square), :math:`f(v) = \mathbb E[\phi(u)^2] = m v^n` and
 a point's variance :math:`k(x, x)` being :math:`\Theta_L` (NTK) or :math:`v_L` (NNGP). For the
 ReLU family :math:`m = m' = (a^2 + b^2)/2` and the recursion is linear; for the rectified
 square :math:`m = 3/2`, :math:`m' = 2`.
-The values are those of the generic evaluation (same operations, same order); where a second
-derivative is asked for, the backward pass differentiates the generic evaluation instead.
+The values are those of the generic evaluation (for the ReLU family the same operations in the
+same order, for the rectified square the same to rounding); where a second derivative is asked
+for, the backward pass differentiates the generic evaluation instead.
 """
 
 from __future__ import annotations
