@@ -336,8 +336,11 @@ def block_recursion(
     # (a compiled graph takes the generic recursion: the compiler fuses its operations itself)
     # (the fused path pays on small blocks, where the number of matrix-sized operations
     # dominates; above 2**18 entries the generic recursion was measured faster: docs/benchmarks.md)
-    # (with identical pairs to overwrite, the generic recursion: the fused one has no hook for them)
-    fusable = identical is None or not identical.active
+    # (with duplicated points to overwrite, the generic recursion: the fused one has no hook for
+    # them. The diagonal of k(X, X) needs none there: its correlation is set to exactly 1 in
+    # every layer and its duals are taken from the points' own statistics, so its rounding does
+    # not compound through the layers as a correlation's would)
+    fusable = identical is None or identical.mask is None
     if fusable and not torch.compiler.is_compiling() and cov.numel() < ONE_THREAD_BELOW:
         coefficients = fused_block_coefficients(activation)
         if coefficients is not None:

@@ -158,13 +158,35 @@ def test_rectified_square_takes_the_fused_recursion_only_without_identical_pairs
     x2 = torch.randn(4, 3, dtype=torch.float64, generator=generator)
     kernel = gp_ntk.NTKKernel(3, ArcCos(2), bias_variance=0.3).double()
     kernel(x1, x2).to_dense()
-    assert calls == [2]
-    # a point on both sides, and k(X, X): the generic recursion evaluates its identical pairs
+    kernel(x1).to_dense()  # k(X, X) of distinct points: its diagonal needs no overwriting
+    assert calls == [2, 2]
+    # a point on both sides, or twice in X: the generic recursion evaluates its identical pairs
     kernel(x1, torch.cat([x2, x1[:1]])).to_dense()
-    kernel(x1).to_dense()
-    assert calls == [2]
+    kernel(torch.cat([x1, x1[:1]])).to_dense()
+    assert calls == [2, 2]
     gp_ntk.NTKKernel(3, ArcCos(3), bias_variance=0.3).double()(x1, x2).to_dense()
-    assert calls == [2]
+    assert calls == [2, 2]
+
+
+@pytest.mark.parametrize("name", ["ntk", "nngp", "standard"])
+def test_rectified_square_fused_symmetric_block(monkeypatch, name):
+    # k(X, X) of distinct points: the generic matrix and gradients, an exactly symmetric matrix,
+    # and a diagonal that is the points' own variances (diag=True) to rounding
+    generator = torch.Generator().manual_seed(10)
+    x = torch.randn(9, 4, dtype=torch.float64, generator=generator)
+    cls = gp_ntk.NNGPKernel if name == "nngp" else gp_ntk.NTKKernel
+    kwargs = {"bias_variance": 0.4, "activation": ArcCos(2), "weight_variance": 1.3}
+    if name == "standard":
+        kwargs.update(parameterization="standard", width=5)
+    with monkeypatch.context() as patch:
+        calls = _fused_calls(patch)
+        _assert_fused_matches_generic(monkeypatch, cls, kwargs, x, None)
+    assert 2 in calls
+    kwargs = dict(kwargs)
+    kernel = cls(3, kwargs.pop("activation"), **kwargs).double()
+    matrix = kernel(x).to_dense()
+    assert torch.equal(matrix, matrix.mT)  # bitwise: exact symmetry is the property
+    torch.testing.assert_close(matrix.diagonal(), kernel(x, x, diag=True), rtol=1e-14, atol=0.0)
 
 
 def test_rectified_square_second_derivatives_match_generic(monkeypatch):
