@@ -74,7 +74,7 @@ _PREVIOUS_BIAS_PRIOR_SCALE = 1.0
 def previous_default(
     train_X: Tensor, train_Y: Tensor, bounds: Tensor, *, kernel: str = "nngp", **options: Any
 ) -> SingleTaskGP:
-    """``make_bo_model``'s previous default (``kernel="ntk"``: the same set-up with the NTK)."""
+    """``make_bo_model``'s default before the NTK, the ReLU NNGP (``kernel="ntk"``: the same set-up with the NTK)."""
     old_priors: dict[str, Any] = {"bias_variance": _PREVIOUS_BIAS_VARIANCE}
     if options.get("priors", True):
         old_priors.update(
@@ -82,7 +82,7 @@ def previous_default(
             bias_variance_prior=log_normal(_PREVIOUS_BIAS_VARIANCE, _PREVIOUS_BIAS_PRIOR_SCALE),
             weight_variance_constraint=GreaterThan(MIN_VARIANCE * DEFAULT_WEIGHT_VARIANCE),
         )
-    settings = {"ard": False, "normalize": False, **old_priors, **options}
+    settings = {"ard": False, "normalize": False, "activation": "relu", **old_priors, **options}
     return make_bo_model(train_X, train_Y, bounds, kernel=kernel, **settings)
 
 

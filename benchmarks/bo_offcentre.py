@@ -24,9 +24,11 @@ coordinate by coordinate on a fine grid (the sum matches BoTorch's :math:`f^*` t
 
 Surrogates: BoTorch's default ``SingleTaskGP`` (``rbf``), Matern-5/2 ARD with Gamma priors
 (``matern``), BoTorch's ``InfiniteWidthBNNKernel`` (``ibnn``), Sobol search (``sobol``),
-``gp_ntk.bo.make_bo_model``'s default (``default``: the depth-3 ReLU NTK with ARD and unit
-variance; each fit starts at the previous iteration's hyperparameters, ``run_bo``'s default, and
-``default-cold`` starts every fit afresh), its previous default, the ReLU NNGP (``nngp-previous``), the one-line path
+``gp_ntk.bo.make_bo_model``'s default (``default``: the depth-3 NTK of ReLU squared with ARD and
+unit variance; each fit starts at the previous iteration's hyperparameters, ``run_bo``'s default,
+and ``default-cold`` starts every fit afresh), the ReLU NTK that was the default until
+2026-12-08 (``ntk-relu``; the levers below were measured on it and keep it), the ReLU NNGP before
+that (``nngp-previous``), the one-line path
 ``ScaleKernel(gp_ntk.NNGPKernel(depth=3))`` with BoTorch's ``Normalize`` (``one-line``), and the
 variants of ``benchmarks/_bo_surrogates.py`` measured on the way.
 
@@ -214,12 +216,21 @@ def _make_bo_model(**options):
     return factory
 
 
+def _relu_by_default(options: dict) -> dict:
+    """``options`` with the ReLU NTK's activation unless they name one: the levers below were
+    measured as changes to the ReLU NTK, the default until 2026-12-08, and stay so."""
+    if options.get("kernel", "ntk") in ("ntk", "nngp"):
+        return {"activation": "relu", **options}
+    return dict(options)
+
+
 def _noise_prior(kind: str, **options):
     """``make_bo_model`` with another noise prior (noise >= 1e-4 as in BoTorch's default likelihood).
 
     ``"gamma"``: BoTorch's earlier likelihood, Gamma(1.1, 0.05), nearly flat over [1e-4, 1];
     ``"low"``: BoTorch's present LogNormal prior moved down by 3 in log space, LogNormal(-7, 1).
     """
+    options = _relu_by_default(options)
 
     def factory(train_X, train_Y, bounds):
         from botorch.models.utils.gpytorch_modules import (
@@ -255,6 +266,7 @@ def _compressed_outcomes(**options):
     leaves values within about one standard deviation of the mean nearly linear and compresses the
     tails of heavy-tailed objectives.
     """
+    options = _relu_by_default(options)
 
     def factory(train_X, train_Y, bounds):
         from botorch.models.transforms.outcome import Bilog, ChainedOutcomeTransform, Standardize
@@ -287,6 +299,7 @@ def _incumbent_centred(pull: float = 1.0, **options):
     follows the search; it moves with the data, fixed during each fit. ``pull`` below 1 puts the
     origin that fraction of the way from the centre of the box to the incumbent.
     """
+    options = _relu_by_default(options)
     from gp_ntk.validation import check_number
 
     pull = check_number(pull, "pull", minimum=0, maximum=1)
@@ -313,6 +326,7 @@ def _origin_mixture(**options):
     :math:`s` the incumbent in ``CenteredNormalize``'s units and :math:`\rho` learnt, so the
     evidence weighs the box's centre against the best point observed so far.
     """
+    options = _relu_by_default(options)
 
     def factory(train_X, train_Y, bounds):
         from gp_ntk.bo import make_bo_model
@@ -336,6 +350,7 @@ def _plus_stationary(**options):
     BoTorch's prior assumes. Each term has the default's outputscale prior (mode 1, started at
     half of it), so the evidence weighs the origin-shaped functions against stationary ones.
     """
+    options = _relu_by_default(options)
 
     def factory(train_X, train_Y, bounds):
         from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
@@ -364,6 +379,8 @@ def _plus_stationary(**options):
 
 
 def _candidate(**options):
+    options = _relu_by_default(options)
+
     def factory(train_X, train_Y, bounds):
         return _bo_surrogates.make_offcentre_model(train_X, train_Y, bounds, **options)
 
@@ -389,9 +406,12 @@ def surrogates() -> dict[str, Callable | None]:
         "nngp-previous": _previous(),
         "one-line": _one_line(centred=False),
         "one-line-centred": _one_line(centred=True),
-        # the depth-3 ReLU NTK, ARD, unit variance: measured as the candidate "uv-ard-ntk"
+        # make_bo_model's default, the depth-3 NTK of ReLU squared with ARD and unit variance
+        # (measured as "ntk-relu2" before it became the default on 2026-12-08)
         "default": _make_bo_model(),
         "default-cold": _make_bo_model(),
+        # the ReLU NTK by name, whichever activation the default has
+        "ntk-relu": _make_bo_model(activation="relu"),
         # levers (screening)
         "nngp-ard": _previous(ard=True),
         "nngp-unit": _previous(normalize=True),
@@ -433,23 +453,23 @@ def surrogates() -> dict[str, Callable | None]:
         "ntk-bias-4": _candidate(bias_mode=4.0),
         "ntk-plus-rbf": _plus_stationary(),
         "ntk-relu-or-erf": _bo_surrogates.EvidenceSelection(
-            {"relu": _make_bo_model(), "erf": _candidate(activation="erf")}
+            {"relu": _make_bo_model(activation="relu"), "erf": _candidate(activation="erf")}
         ),
         # the origin where the evidence puts it: the box's centre (the default) or the incumbent
         "ntk-origin-by-evidence": _bo_surrogates.EvidenceSelection(
-            {"centre": _make_bo_model(), "incumbent": _incumbent_centred()}
+            {"centre": _make_bo_model(activation="relu"), "incumbent": _incumbent_centred()}
         ),
         # the same two origins averaged by evidence instead of one selected
         "ntk-origin-averaged": _bo_surrogates.EvidenceAverage(
-            {"centre": _make_bo_model(), "incumbent": _incumbent_centred()}
+            {"centre": _make_bo_model(activation="relu"), "incumbent": _incumbent_centred()}
         ),
         # ReLU and ReLU squared averaged by evidence
         "ntk-relu-relu2-averaged": _bo_surrogates.EvidenceAverage(
-            {"relu": _make_bo_model(), "relu2": _candidate(activation=ArcCos(2))}
+            {"relu": _make_bo_model(activation="relu"), "relu2": _candidate(activation=ArcCos(2))}
         ),
         # the default and Matern-5/2 ARD (BoTorch's Gamma priors) averaged by evidence
         "ntk-matern-averaged": _bo_surrogates.EvidenceAverage(
-            {"relu": _make_bo_model(), "matern": base._matern}
+            {"relu": _make_bo_model(activation="relu"), "matern": base._matern}
         ),
     }
 
@@ -462,7 +482,8 @@ LABELS = {
     "nngp-previous": "ReLU NNGP (previous default)",
     "one-line": "one-line (Normalize)",
     "one-line-centred": "one-line (CenteredNormalize)",
-    "default": "make_bo_model default (ReLU NTK)",
+    "default": "make_bo_model default (ReLU squared NTK)",
+    "ntk-relu": "ReLU NTK (default until 2026-12-08)",
     "default-cold": "make_bo_model default, cold fits",
 }
 REFERENCE = "rbf"
@@ -911,7 +932,7 @@ def noise_study(problems: Sequence[str], seeds: Sequence[int], iterations: int =
         "ReLU NNGP (previous default)": factories["nngp-previous"],
         "ReLU NTK, previous set-up": _previous(kernel="ntk"),
         "uv-ard": factories["uv-ard"],
-        "make_bo_model default (ReLU NTK)": factories["default"],
+        "ReLU NTK (default until 2026-12-08)": factories["ntk-relu"],
         "BoTorch default (RBF)": factories["rbf"],
     }
 

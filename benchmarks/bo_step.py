@@ -9,15 +9,15 @@ affects them alike), and prints medians and ratios to BoTorch's default ``Single
 
 * ``rbf``: ``SingleTaskGP(X, Y)`` (BoTorch's default kernel and priors);
 * ``default``: :func:`gp_ntk.bo.make_bo_model`'s default, ``ScaleKernel(UnitVarianceKernel(
-  NTKKernel(depth=3, relu, ard_num_dims=d)))`` with its priors and ``CenteredNormalize``, a
-  depth-3 ReLU NTK with per-feature first-layer weight variances, rescaled to unit prior variance;
-* ``ntk-unit``: the same kernel without priors, floors or input centring;
+  NTKKernel(depth=3, ArcCos(2), ard_num_dims=d)))`` with its priors and ``CenteredNormalize``, a
+  depth-3 NTK of ReLU squared with per-feature first-layer weight variances, rescaled to unit
+  prior variance;
+* ``relu``: the same with ReLU (``activation="relu"``), the default until 2026-12-08;
+* ``ntk-unit``: the ReLU kernel without priors, floors or input centring;
 * ``default-two-blocks``: the default's modules in BoTorch's own ``SingleTaskGP``, whose
   predictions evaluate the kernel twice, ``k(X*, X)`` and ``k(X*, X*)``, where
   :class:`gp_ntk.bo.NetworkSingleTaskGP` evaluates one block;
-* ``relu2``: the default with ReLU squared (``activation=ArcCos(2)``, Cho & Saul's order 2)
-  in place of ReLU, the arm ``ntk-relu2`` of ``benchmarks/bo_offcentre.py``;
-* ``default-warm``, ``rbf-warm``, ``default-two-blocks-warm`` and ``relu2-warm``: those surrogates with the fit started at the hyperparameters
+* ``default-warm``, ``rbf-warm``, ``default-two-blocks-warm`` and ``relu-warm``: those surrogates with the fit started at the hyperparameters
   fitted on the first N - 1 points (``gp_ntk.bo.warm_start``, what ``run_bo`` does between
   iterations; the earlier fit is not timed).
 
@@ -81,12 +81,11 @@ def _default(x, y):
     return make_bo_model(x, y, bounds)
 
 
-def _relu_squared(x, y):
-    from gp_ntk.activations import ArcCos
+def _relu(x, y):
     from gp_ntk.bo import make_bo_model
 
     bounds = torch.stack([torch.zeros(x.shape[-1]), torch.ones(x.shape[-1])]).to(x)
-    return make_bo_model(x, y, bounds, activation=ArcCos(2))
+    return make_bo_model(x, y, bounds, activation="relu")
 
 
 def _default_two_blocks(x, y):
@@ -107,11 +106,11 @@ SURROGATES = {
     "default": _default,
     "ntk-unit": _ntk_unit,
     "default-two-blocks": _default_two_blocks,
-    "relu2": _relu_squared,
+    "relu": _relu,
     "default-warm": _default,
     "rbf-warm": _rbf,
     "default-two-blocks-warm": _default_two_blocks,
-    "relu2-warm": _relu_squared,
+    "relu-warm": _relu,
 }
 
 

@@ -392,7 +392,7 @@ def test_noise_prior_arms_replace_only_the_likelihood() -> None:
     low = factories["ntk-low-noise"](X, Y, bounds).likelihood.noise_covar
     assert isinstance(gamma.noise_prior, GammaPrior) and isinstance(low.noise_prior, LogNormalPrior)
     assert float(low.noise_prior.loc) == -7.0 and math.isclose(float(low.noise), math.exp(-8.0), rel_tol=1e-6)
-    default = factories["default"](X, Y, bounds)
+    default = factories["ntk-relu"](X, Y, bounds)
     for name in ("ntk-gamma-noise", "ntk-low-noise"):
         kernel = factories[name](X, Y, bounds).covar_module
         assert type(kernel) is type(default.covar_module)
@@ -426,7 +426,7 @@ def test_incumbent_arm_moves_only_the_origin_to_the_best_point() -> None:
     bounds = torch.tensor([[0.0, -1.0, 2.0], [1.0, 3.0, 2.5]], dtype=torch.float64)
     X = bounds[0] + (bounds[1] - bounds[0]) * X
     model = benchmark.surrogates()["ntk-incumbent"](X, Y, bounds)
-    default = benchmark.surrogates()["default"](X, Y, bounds)
+    default = benchmark.surrogates()["ntk-relu"](X, Y, bounds)
     best = X[Y.squeeze(-1).argmax()]
     transform = model.input_transform
     assert torch.allclose(transform(best.unsqueeze(0)), torch.zeros(1, 3, dtype=torch.float64), atol=1e-12)
@@ -454,7 +454,7 @@ def test_two_origin_arm_mixes_the_default_kernel_seen_from_the_incumbent() -> No
     Y = -(X - 0.7).pow(2).sum(-1, keepdim=True)
     bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
     model = benchmark.surrogates()["ntk-two-origins"](X, Y, bounds)
-    default = benchmark.surrogates()["default"](X, Y, bounds)
+    default = benchmark.surrogates()["ntk-relu"](X, Y, bounds)
     mixture = model.covar_module.base_kernel
     assert mixture.raw_shifted_share.dtype == torch.float64
     best = X[Y.squeeze(-1).argmax()]
@@ -499,7 +499,16 @@ def test_activation_arms_change_only_the_activation() -> None:
         ).covar_module.base_kernel.base_kernel.activation.order
         == 2
     )
-    assert not isinstance(default.base_kernel.base_kernel.activation, gp_ntk.activations.ArcCos)
+    # the default is ReLU squared since 2026-12-08; the ReLU NTK and the levers measured on it keep ReLU
+    assert default.base_kernel.base_kernel.activation == gp_ntk.activations.ArcCos(2)
+    for name in ("ntk-relu", "ntk-depth2", "ntk-centre", "ntk-low-noise", "ntk-incumbent", "nngp-previous"):
+        network = benchmark.surrogates()[name](X, Y, bounds).covar_module
+        while not hasattr(network, "activation"):
+            network = network.base_kernel
+        assert isinstance(network.activation, gp_ntk.ReLU), name
+    relu_arms = benchmark.surrogates()["ntk-relu-relu2-averaged"].candidates
+    relu = relu_arms["relu"](X, Y, bounds).covar_module.base_kernel.base_kernel
+    assert isinstance(relu.activation, gp_ntk.ReLU)
 
 
 def test_bias_arms_move_only_the_bias_variance_start_and_prior_mode() -> None:
@@ -513,7 +522,7 @@ def test_bias_arms_move_only_the_bias_variance_start_and_prior_mode() -> None:
     X = torch.rand(12, 3, dtype=torch.float64)
     Y = X.sum(-1, keepdim=True)
     bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
-    default = benchmark.surrogates()["default"](X, Y, bounds).covar_module.base_kernel.base_kernel
+    default = benchmark.surrogates()["ntk-relu"](X, Y, bounds).covar_module.base_kernel.base_kernel
     for name, mode in (("ntk-bias-0.25", 0.25), ("ntk-bias-4", 4.0)):
         network = benchmark.surrogates()[name](X, Y, bounds).covar_module.base_kernel.base_kernel
         assert math.isclose(float(network.bias_variance), mode, rel_tol=1e-9)
@@ -534,7 +543,7 @@ def test_plus_rbf_arm_adds_botorch_rbf_on_the_same_scale_as_on_the_unit_box() ->
     X = 3 + 2 * torch.rand(12, 4, dtype=torch.float64)
     Y = X.sum(-1, keepdim=True)
     bounds = torch.stack([3 * torch.ones(4), 5 * torch.ones(4)]).double()
-    default = benchmark.surrogates()["default"](X, Y, bounds)
+    default = benchmark.surrogates()["ntk-relu"](X, Y, bounds)
     model = benchmark.surrogates()["ntk-plus-rbf"](X, Y, bounds)
     network, stationary = model.covar_module.kernels
     assert network.base_kernel.state_dict().keys() == default.covar_module.base_kernel.state_dict().keys()
@@ -565,7 +574,7 @@ def test_map_objective_is_the_log_evidence_plus_log_priors_per_observation() -> 
     X = torch.rand(9, 3, dtype=torch.float64)
     Y = torch.sin(4 * X).sum(-1, keepdim=True)
     bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
-    model = benchmark.surrogates()["default"](X, Y, bounds)
+    model = benchmark.surrogates()["ntk-relu"](X, Y, bounds)
     with torch.no_grad():
         inputs = model.input_transform(X)
         covariance = model.covar_module(inputs).to_dense() + model.likelihood.noise * torch.eye(9).double()
@@ -590,7 +599,7 @@ def test_evidence_selection_returns_the_fitted_candidate_with_most_evidence_and_
     X = torch.rand(14, 3, dtype=torch.float64)
     Y = torch.cos(6 * X).sum(-1, keepdim=True)
     bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
-    candidates = {"relu": factories["default"], "rbf": factories["rbf"]}
+    candidates = {"relu": factories["ntk-relu"], "rbf": factories["rbf"]}
     evidence = {}
     for name, factory in candidates.items():
         model = factory(X[:10], Y[:10], bounds)
@@ -625,7 +634,7 @@ def _two_origins_fitted_alone(factories, surrogates):
     Y = -(X - 0.8).pow(2).sum(-1, keepdim=True)
     bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
     alone, evidence = {}, {}
-    for name, arm in (("centre", "default"), ("incumbent", "ntk-incumbent")):
+    for name, arm in (("centre", "ntk-relu"), ("incumbent", "ntk-incumbent")):
         alone[name] = factories[arm](X, Y, bounds)
         assert fit_bo_model(alone[name]).succeeded
         evidence[name] = surrogates.map_objective(alone[name])
@@ -719,7 +728,7 @@ def test_origin_averaged_arm_weighs_the_centre_and_the_incumbent_by_evidence() -
     acquisition = benchmark._acquisition(model, X, Y)
     assert torch.isfinite(acquisition(test_X.unsqueeze(1))).all()
     # data that do not extend the last call's start a new run; one candidate is no average
-    single = surrogates.EvidenceAverage({"centre": factories["default"]})
+    single = surrogates.EvidenceAverage({"centre": factories["ntk-relu"]})
     plain = single(X[4:], Y[4:], bounds)
     assert single.weights == [{"centre": 1.0}] and not surrogates.is_model_average(plain)
     average(X[4:], Y[4:], bounds)
@@ -793,10 +802,10 @@ def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
         "default-warm",
         "rbf-warm",
         "default-two-blocks-warm",
-        "relu2",
-        "relu2-warm",
+        "relu",
+        "relu-warm",
     }
-    for name in ("rbf", "default", "default-warm", "rbf-warm", "default-two-blocks", "relu2", "relu2-warm"):
+    for name in ("rbf", "default", "default-warm", "rbf-warm", "default-two-blocks", "relu", "relu-warm"):
         assert all(math.isfinite(value) and value > 0 for value in medians[name]), name
         # the raw samples are one evaluation, L-BFGS adds at least one more
         assert results[8]["acquisition_calls"][name] >= 2, name

@@ -138,12 +138,17 @@ def test_optimize_acqf_started_at_training_points_returns_finite_candidates() ->
     assert (candidate - X).abs().amax(-1).min() > 1e-6
 
 
-def test_bo_kernel_default_is_the_unit_variance_ard_relu_ntk_with_its_priors() -> None:
+def test_bo_kernel_default_is_the_unit_variance_ard_relu_squared_ntk_with_its_priors() -> None:
     kernel = bo.bo_kernel(num_dims=4)
     assert isinstance(kernel, ScaleKernel) and isinstance(kernel.base_kernel, bo.UnitVarianceKernel)
     network = kernel.base_kernel.base_kernel
     assert type(network) is gp_ntk.NTKKernel and network.depth == 3
-    assert isinstance(network.activation, gp_ntk.ReLU)
+    assert network.activation == gp_ntk.ArcCos(2)
+    assert bo.make_bo_model(
+        torch.rand(5, 4), torch.rand(5, 1)
+    ).covar_module.base_kernel.base_kernel.activation == (gp_ntk.ArcCos(2))
+    relu = bo.bo_kernel(num_dims=4, activation="relu").base_kernel.base_kernel
+    assert isinstance(relu.activation, gp_ntk.ReLU)
     assert network.input_weight_variance.shape == (1, 4)  # ARD: one first-layer variance per feature
     names = {name for name, *_ in kernel.named_priors()}
     assert names == {

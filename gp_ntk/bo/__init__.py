@@ -18,8 +18,8 @@ This module adds what that line leaves to the user:
   priors that make its hyperparameters identifiable, inside a ``SingleTaskGP``
   (:class:`~gp_ntk.bo.NetworkSingleTaskGP`, whose predictions evaluate the kernel once) with the
   centring transform and ``Standardize``. The choices and the measurements behind them are in
-  ``docs/bo.md``. The default is the depth-3 ReLU NTK with one first-layer weight variance per
-  feature, divided by its prior standard deviations (:class:`~gp_ntk.kernels.UnitVarianceKernel`;
+  ``docs/bo.md``. The default is the depth-3 NTK of ReLU squared (``ArcCos(2)``) with one
+  first-layer weight variance per feature, divided by its prior standard deviations (:class:`~gp_ntk.kernels.UnitVarianceKernel`;
   a network kernel's prior variance otherwise grows towards the corners of the box).
 * ``UncentredInputWarning`` (also ``gp_ntk.UncentredInputWarning``): issued once
   per process when a network kernel's training inputs all lie in :math:`[0, 1]^d`, as with
