@@ -6,7 +6,7 @@ The loop a BoTorch user writes, with a network kernel in place of the usual one:
 
 1. a scrambled Sobol initial design;
 2. per iteration, a ``SingleTaskGP`` whose covariance is a gp_ntk kernel, built by
-   :func:`gp_ntk.bo.make_bo_model` (``ScaleKernel(NTKKernel(depth=3))`` or the NNGP with priors, inputs
+   :func:`gp_ntk.bo.make_bo_model` (its default NTK, of ReLU squared, or the NNGP, with priors; inputs
    mapped onto [-1, 1]^d by :class:`gp_ntk.bo.CenteredNormalize`, outcomes standardised),
    fitted by BoTorch's ``fit_gpytorch_mll``;
 3. ``qLogNoisyExpectedImprovement`` maximised by ``optimize_acqf`` over the search box;
@@ -71,7 +71,7 @@ ModelFactory = Callable[[Tensor, Tensor, Tensor], SingleTaskGP]
 
 
 def ntk_model(train_X: Tensor, train_Y: Tensor, bounds: Tensor) -> SingleTaskGP:
-    """The adoption line: a depth-3 ReLU NTK with priors, inputs centred on the search box."""
+    """``make_bo_model``'s default: the depth-3 NTK of ReLU squared with priors, inputs centred on the search box."""
     return make_bo_model(train_X, train_Y, bounds, kernel="ntk", depth=3)
 
 
