@@ -104,6 +104,22 @@ def test_fused_matches_generic_at_zero_variances(monkeypatch, symmetric):
     _assert_fused_matches_generic(monkeypatch, gp_ntk.NTKKernel, {"bias_variance": 0.0}, x1, x2)
 
 
+def _rectified_square(name: str, **kwargs) -> tuple:
+    """The class and options of a rectified-square kernel: the NTK (``"ntk"``, ``"standard"``
+    parameterization) or the NNGP."""
+    kwargs = {"activation": ArcCos(2), **kwargs}
+    if name == "standard":
+        kwargs.update(parameterization="standard", width=5)
+    return (gp_ntk.NNGPKernel if name == "nngp" else gp_ntk.NTKKernel), kwargs
+
+
+def _assert_fused_square_matches_generic(monkeypatch, cls, kwargs, x1, x2):
+    with monkeypatch.context() as patch:
+        calls = _fused_calls(patch)
+        _assert_fused_matches_generic(monkeypatch, cls, kwargs, x1, x2)
+    assert 2 in calls  # (the fused recursion of order 2 did run)
+
+
 @pytest.mark.parametrize("name", ["ntk", "nngp", "standard"])
 def test_rectified_square_fused_at_zero_variances_and_parallel_points(monkeypatch, name):
     # a cross block (the fused recursion of order 2; a zero row on both sides would be a pair
@@ -115,14 +131,8 @@ def test_rectified_square_fused_at_zero_variances_and_parallel_points(monkeypatc
     x2 = torch.cat(
         [2.0 * x1[:1], -3.0 * x1[1:2], torch.randn(4, 4, dtype=torch.float64, generator=generator)]
     )
-    cls = gp_ntk.NNGPKernel if name == "nngp" else gp_ntk.NTKKernel
-    kwargs = {"bias_variance": 0.0, "activation": ArcCos(2)}
-    if name == "standard":
-        kwargs.update(parameterization="standard", width=5)
-    with monkeypatch.context() as patch:
-        calls = _fused_calls(patch)
-        _assert_fused_matches_generic(monkeypatch, cls, kwargs, x1, x2)
-    assert 2 in calls
+    cls, kwargs = _rectified_square(name, bias_variance=0.0)
+    _assert_fused_square_matches_generic(monkeypatch, cls, kwargs, x1, x2)
 
 
 def test_fused_matches_generic_with_broadcast_batches(monkeypatch):
@@ -134,13 +144,18 @@ def test_fused_matches_generic_with_broadcast_batches(monkeypatch):
     _assert_fused_matches_generic(monkeypatch, gp_ntk.NTKKernel, {"ard_num_dims": 4}, x1, x2)
 
 
-def test_fused_second_derivatives_match_generic(monkeypatch):
-    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    kernel = gp_ntk.NTKKernel(2, "relu", weight_variance=1.7, bias_variance=0.2).double()
+@pytest.mark.parametrize("activation", ["relu", ArcCos(2)])
+def test_fused_second_derivatives_match_generic(monkeypatch, activation):
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, dtype=torch.float64, generator=generator)
+    # ReLU against the same points; the rectified square against others (a point on both sides
+    # takes its generic recursion)
+    y = x if activation == "relu" else torch.randn(4, 3, dtype=torch.float64, generator=generator)
+    kernel = gp_ntk.NTKKernel(2, activation, weight_variance=1.7, bias_variance=0.2).double()
 
     def hessian_row():
         leaf = x.clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(kernel(leaf, x).to_dense().sum(), leaf, create_graph=True)
+        (grad,) = torch.autograd.grad(kernel(leaf, y).to_dense().sum(), leaf, create_graph=True)
         return torch.autograd.grad(grad[0, 0], (leaf, kernel.raw_weight_variance))
 
     fused = hessian_row()
@@ -174,38 +189,13 @@ def test_rectified_square_fused_symmetric_block(monkeypatch, name):
     # and a diagonal that is the points' own variances (diag=True) to rounding
     generator = torch.Generator().manual_seed(10)
     x = torch.randn(9, 4, dtype=torch.float64, generator=generator)
-    cls = gp_ntk.NNGPKernel if name == "nngp" else gp_ntk.NTKKernel
-    kwargs = {"bias_variance": 0.4, "activation": ArcCos(2), "weight_variance": 1.3}
-    if name == "standard":
-        kwargs.update(parameterization="standard", width=5)
-    with monkeypatch.context() as patch:
-        calls = _fused_calls(patch)
-        _assert_fused_matches_generic(monkeypatch, cls, kwargs, x, None)
-    assert 2 in calls
+    cls, kwargs = _rectified_square(name, bias_variance=0.4, weight_variance=1.3)
+    _assert_fused_square_matches_generic(monkeypatch, cls, kwargs, x, None)
     kwargs = dict(kwargs)
     kernel = cls(3, kwargs.pop("activation"), **kwargs).double()
     matrix = kernel(x).to_dense()
     assert torch.equal(matrix, matrix.mT)  # bitwise: exact symmetry is the property
     torch.testing.assert_close(matrix.diagonal(), kernel(x, x, diag=True), rtol=1e-14, atol=0.0)
-
-
-def test_rectified_square_second_derivatives_match_generic(monkeypatch):
-    generator = torch.Generator().manual_seed(7)
-    x = torch.randn(6, 3, dtype=torch.float64, generator=generator)
-    y = torch.randn(4, 3, dtype=torch.float64, generator=generator)
-    kernel = gp_ntk.NTKKernel(2, ArcCos(2), weight_variance=1.3, bias_variance=0.2).double()
-
-    def hessian_row():
-        leaf = x.clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(kernel(leaf, y).to_dense().sum(), leaf, create_graph=True)
-        return torch.autograd.grad(grad[0, 0], (leaf, kernel.raw_weight_variance))
-
-    fused = hessian_row()
-    with monkeypatch.context() as patch:
-        _generic(patch)
-        generic = hessian_row()
-    for got, expected in zip(fused, generic):
-        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("activation", ["leaky_relu", ArcCos(2)])

@@ -176,7 +176,7 @@ def bo_kernel(
             variance is initialised and centred at :math:`2/d` instead of 2).
         depth: hidden layers of the NNGP/NTK, or compositions of the arc-cosine kernel.
         activation: activation of the NNGP/NTK (any name or object gp_ntk accepts); default
-            :data:`DEFAULT_ACTIVATION`, ReLU squared.
+            ``DEFAULT_ACTIVATION``, ReLU squared (``ArcCos(2)``).
         ard: one first-layer weight variance per input feature (same prior); default: when
             ``num_dims`` is given.
         priors: attach the priors above (``False``: plain ``Positive`` parameters, no priors).
