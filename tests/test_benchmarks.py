@@ -789,6 +789,14 @@ def test_matern_averaged_arm_averages_the_default_and_matern() -> None:
     _check_average(average, X, Y, bounds)
 
 
+def test_bo_features_quick_run_reports_every_activation() -> None:
+    results = _load("bo_features").main(["--quick", "--points", "8"])
+    assert set(results) == {"ReLU", "ReLU squared (default)"}
+    for errors in results.values():
+        assert set(errors) == {256, 1024}
+        assert all(math.isfinite(value) and 0 < value < 2 for value in errors.values())
+
+
 def test_bo_step_times_every_surrogate_cold_and_warm() -> None:
     results = _load("bo_step").main(
         ["--n", "8", "--dim", "3", "--repeats", "1", "--restarts", "1", "--raw-samples", "8", "--calls", "2"]
