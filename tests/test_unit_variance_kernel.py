@@ -80,3 +80,47 @@ def test_unit_variance_kernel_one_pass_equals_three_kernel_calls() -> None:
     torch.testing.assert_close(
         rbf(Z, X).to_dense(), rbf.base_kernel.base_kernel(Z, X).to_dense(), rtol=1e-12, atol=1e-14
     )
+
+
+def test_variance_scale_is_a_power_of_two_only_where_a_product_could_overflow() -> None:
+    from gp_ntk.kernels.unit_variance import variance_scale
+
+    small = torch.tensor([1.0, 3.0e18], dtype=torch.float32)
+    assert variance_scale(small, small) is None
+    large = torch.tensor([1.0, 3.0e21], dtype=torch.float32)
+    scale = variance_scale(small, large)
+    mantissa, _ = torch.frexp(scale)
+    assert float(mantissa) == 0.5  # a power of two: scaling is exact
+    assert 0.5 <= float(large.max() * scale) < 1.0
+    assert variance_scale(torch.empty(0), large) is None
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "generic"])
+def test_float32_rectified_square_with_large_variances_does_not_overflow(monkeypatch, fused) -> None:
+    # depth-3 ReLU squared with first-layer weight variances of 500: variances near 1e23, whose
+    # products overflow float32; the correlations are float64's to float32 accuracy, the matrix
+    # exactly symmetric with an exactly unit diagonal, the gradients finite and float64's
+    from gp_ntk.activations import ArcCos
+    from gp_ntk.kernels.base import VarianceKernel
+
+    if not fused:
+        monkeypatch.setattr(VarianceKernel, "unit_variance_matrix", lambda self, a, b: None)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 5, generator=generator, dtype=torch.float64) * 2 - 1
+    y = torch.rand(4, 5, generator=generator, dtype=torch.float64) * 2 - 1
+    results = {}
+    for dtype in (torch.float64, torch.float32):
+        network = gp_ntk.NTKKernel(3, ArcCos(2), 2.0, 1.0, ard_num_dims=5).to(dtype)
+        with torch.no_grad():
+            network.input_weight_variance = torch.full_like(network.input_weight_variance, 500.0)
+        kernel = UnitVarianceKernel(network)
+        a = x.to(dtype).requires_grad_(True)
+        matrix, cross = kernel(a).to_dense(), kernel(a, y.to(dtype)).to_dense()
+        assert network(a).to_dense().max() > 1e20  # (the variances whose products overflow)
+        (grad,) = torch.autograd.grad(matrix.sum() + cross.sum(), a)
+        results[dtype] = (matrix.detach(), cross.detach(), grad)
+        assert torch.equal(matrix, matrix.mT)  # bitwise: exact symmetry and unit diagonal
+        assert torch.equal(matrix.diagonal(), torch.ones(12, dtype=dtype))
+    for single, double in zip(results[torch.float32], results[torch.float64]):
+        assert bool(torch.isfinite(single).all())
+        torch.testing.assert_close(single.double(), double, rtol=1e-3, atol=1e-4)

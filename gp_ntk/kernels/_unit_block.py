@@ -48,7 +48,7 @@ from ..recursion import (
     layer_recursion,
     point_statistics,
 )
-from .unit_variance import correlation_from_covariance
+from .unit_variance import correlation_from_covariance, variance_scale
 
 __all__ = ["unit_variance_block", "unit_variance_block_reference"]
 
@@ -280,9 +280,12 @@ class _UnitBlock(torch.autograd.Function):
         if ctx.identical is not None:
             grad = grad.masked_fill(ctx.identical, 0.0)  # (constant entries)
         tiny = torch.finfo(out.dtype).tiny
-        product = diag1.unsqueeze(-1) * diag2.unsqueeze(-2)
+        # (scaled as the forward pass scaled them, where their product could overflow)
+        scale = variance_scale(diag1, diag2)
+        scaled = (diag1, diag2) if scale is None else (diag1 * scale, diag2 * scale)
+        product = scaled[0].unsqueeze(-1) * scaled[1].unsqueeze(-2)
         # out = k / sqrt(d1 d2): dk = g / sqrt(d1 d2), d(d1)_i = -sum_j g_ij out_ij / (2 d1_i)
-        g_matrix = grad / product.clamp_min(tiny).sqrt()
+        g_matrix = (grad if scale is None else grad * scale) / product.clamp_min(tiny).sqrt()
         g_out = grad * out
         if bool((product <= tiny).any()):
             # (clamped products are constants)

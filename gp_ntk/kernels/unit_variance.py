@@ -2,6 +2,7 @@ r"""A kernel rescaled to unit prior variance: the correlation of its Gaussian pr
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -10,7 +11,26 @@ from torch import Tensor
 
 from ._contract import same_points
 
-__all__ = ["UnitVarianceKernel", "correlation_from_covariance"]
+__all__ = ["UnitVarianceKernel", "correlation_from_covariance", "variance_scale"]
+
+
+def variance_scale(variance1: Tensor, variance2: Tensor) -> Tensor | None:
+    """A power of two that brings the largest variance into [1/2, 1) where the product of two
+    variances could overflow, else ``None`` (the common case).
+
+    Multiplying by it is exact, so the square root of a product of scaled variances keeps every
+    exact property of the unscaled one: a deep kernel of a homogeneous activation of degree 2
+    reaches :math:`10^{21}` in float32 (``ArcCos(2)``, depth 3, first-layer weight variances of
+    500), whose square overflows.
+    """
+    if variance1.numel() == 0 or variance2.numel() == 0:
+        return None
+    with torch.no_grad():
+        largest = torch.maximum(variance1.detach().max(), variance2.detach().max())
+        if not float(largest) > math.sqrt(torch.finfo(largest.dtype).max) / 4:
+            return None
+        _, exponent = torch.frexp(largest)
+        return torch.ldexp(torch.ones_like(largest), -exponent)
 
 
 def correlation_from_covariance(
@@ -21,8 +41,12 @@ def correlation_from_covariance(
     ``diag=True``: ``covariance`` holds :math:`k(x_i, y_i)` and the variances are paired
     elementwise. The square root is of the product, so that :math:`v_i v_j = v_j v_i` and
     :math:`\sqrt{v_i v_i} = v_i` hold exactly in IEEE arithmetic: a symmetric covariance stays
-    exactly symmetric with an exactly unit diagonal. Zero variances give zero rows.
+    exactly symmetric with an exactly unit diagonal. Zero variances give zero rows. Variances
+    whose product could overflow are first scaled by a power of two (:func:`variance_scale`).
     """
+    scale = variance_scale(variance1, variance2)
+    if scale is not None:
+        covariance, variance1, variance2 = covariance * scale, variance1 * scale, variance2 * scale
     product = variance1 * variance2 if diag else variance1.unsqueeze(-1) * variance2.unsqueeze(-2)
     return covariance / product.clamp_min(torch.finfo(covariance.dtype).tiny).sqrt()
 
