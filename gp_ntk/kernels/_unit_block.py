@@ -167,10 +167,8 @@ def _side_backward(
         powers = [v ** (order - 1) for v in layer_vars]
         slopes = [w * (order * variance_moment) * p for w, p in zip(layer_weights, powers)]
         gains = [w * derivative_moment * p for w, p in zip(layer_weights, powers)]
-        curvatures = [
-            w * ((order - 1) * derivative_moment) * (v ** (order - 2) if order > 2 else 1.0)
-            for w, v in zip(layer_weights, layer_vars)
-        ]
+        # (order 2, the only other fused order: g'(v) = m', a constant)
+        curvatures = [w * derivative_moment for w in layer_weights]
     if g_diag is not None:
         # (every map below is per point: a side shared across a batch of blocks sums it first,
         # like the columns' gradients, which arrive summed)
